@@ -1,0 +1,193 @@
+"""LlavaSPConfig: the LLaVA config plus the options of the LLaVA-SP projector.
+
+LLaVA-SP (arXiv 2507.00505) changes only the projector of LLaVA-1.5. Beside the usual two-layer MLP over the
+grid x grid patch features it adds a Spatial Feature Extractor (SFE), which turns the patch grid into a
+multi-scale pyramid and reduces each scale to one "visual spatial token", and an optional Detail Feature
+Integrator (DFI), which lets those tokens attend to a strided conv map of the grid. Every size below is derived
+from the vision and text configs, so the same options work for the paper's 24 x 24 grid and for tiny test models.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from huggingface_hub.dataclasses import strict
+from transformers import LlavaConfig
+
+SP_VARIANTS = ("none", "cropping", "pooling", "sliding_window")
+SP_EXTRACTORS = ("conv", "transformer")
+
+
+class LlavaSPConfigError(ValueError):
+    """An impossible combination of LLaVA-SP options; the message lists every problem and the allowed values."""
+
+
+@dataclass(frozen=True)
+class SpatialSchedule:
+    """Where each spatial token looks: one (height, width) view of the grid per token, in token order."""
+
+    view_sizes: tuple[tuple[int, int], ...]  # per token: the extent of its view of the grid, in patches
+    view_offsets: tuple[tuple[int, int], ...]  # per token: top-left corner (row, col) of the view; pooling: (0, 0)
+
+
+@strict
+class LlavaSPConfig(LlavaConfig):
+    r"""
+    LLaVA config with the LLaVA-SP projector options (all prefixed `sp_`).
+
+    sp_variant: how the SFE builds its views of the patch grid. "none" is plain LLaVA-1.5 (no spatial tokens);
+        "cropping" takes centred crops from the centre outwards; "pooling" adaptive-average-pools the whole grid
+        from coarse to fine; "sliding_window" cuts the grid into equal windows, top-to-bottom, left-to-right
+        (the paper's Tab. 5 ablation).
+    sp_num_tokens: spatial tokens per image (1, 3, 6 or 12 for the paper's 24 x 24 grid; 6 in the paper).
+    sp_extractor: what reduces a view to one token: "conv" (a conv whose kernel covers the view, the paper's
+        choice) or "transformer" (a small encoder-decoder with a learned query, the Tab. 3 ablation).
+    sp_dfi: add the Detail Feature Integrator.
+    sp_dfi_kernel: even kernel of the DFI's stride-2 conv over the grid; on 24 x 24, 16/12/8/4 give
+        5x5/7x7/9x9/11x11 keys.
+    sp_channels: SFE/DFI channel width; None means half the vision width (512 for CLIP-L).
+    sp_projector_bias: bias of the linear layer that maps spatial features to the LLM width (the official
+        cropping+DFI model has one, the official pooling models do not).
+    sp_transformer_layers / sp_transformer_heads: size of the transformer extractor.
+    freeze_vision_tower: keep the vision tower's parameters frozen (LLaVA never trains it).
+    """
+
+    model_type = "llava_sp"
+
+    sp_variant: str = "pooling"
+    sp_num_tokens: int = 6
+    sp_extractor: str = "conv"
+    sp_dfi: bool = True
+    sp_dfi_kernel: int = 16
+    sp_channels: int | None = None
+    sp_projector_bias: bool = True
+    sp_transformer_layers: int = 2
+    sp_transformer_heads: int = 4
+    freeze_vision_tower: bool = True
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        problems = self._sp_problems()
+        if problems:
+            raise LlavaSPConfigError("Invalid LLaVA-SP config:\n  - " + "\n  - ".join(problems))
+        self.image_seq_length = self.image_tokens_per_image
+
+    # ---- sizes derived from the sub-configs -------------------------------------------------------------------
+
+    @property
+    def grid_size(self) -> int:
+        """Patches per side of the vision tower's feature grid (24 for CLIP-L/14 at 336 px)."""
+        return self.vision_config.image_size // self.vision_config.patch_size
+
+    @property
+    def vision_feature_width(self) -> int:
+        """Channels of the selected vision features (several selected layers are concatenated)."""
+        layers = 1 if isinstance(self.vision_feature_layer, int) else len(self.vision_feature_layer)
+        return self.vision_config.hidden_size * layers
+
+    @property
+    def spatial_channels(self) -> int:
+        return self.sp_channels if self.sp_channels is not None else self.vision_feature_width // 2
+
+    @property
+    def num_spatial_tokens(self) -> int:
+        return 0 if self.sp_variant == "none" else self.sp_num_tokens
+
+    @property
+    def image_tokens_per_image(self) -> int:
+        """Placeholder tokens per image: spatial tokens first, then grid^2 patch tokens (582 in the paper)."""
+        return self.num_spatial_tokens + self.grid_size**2
+
+    @property
+    def dfi_grid_size(self) -> int:
+        """Keys per side of the DFI's stride-2 conv map (5 for kernel 16 on a 24 x 24 grid)."""
+        return (self.grid_size - self.sp_dfi_kernel) // 2 + 1
+
+    @property
+    def spatial_schedule(self) -> SpatialSchedule:
+        return spatial_schedule(self.sp_variant, self.grid_size, self.sp_num_tokens)
+
+    # ---- validation --------------------------------------------------------------------------------------------
+
+    def _sp_problems(self) -> list[str]:
+        problems: list[str] = []
+        if self.sp_variant not in SP_VARIANTS:
+            problems.append(f"sp_variant={self.sp_variant!r} is unknown; allowed: {', '.join(SP_VARIANTS)}")
+            return problems
+        if self.sp_variant == "none":
+            return problems
+        if self.sp_extractor not in SP_EXTRACTORS:
+            problems.append(f"sp_extractor={self.sp_extractor!r} is unknown; allowed: {', '.join(SP_EXTRACTORS)}")
+        grid = self.grid_size
+        allowed_tokens = allowed_token_counts(self.sp_variant, grid)
+        if self.sp_num_tokens not in allowed_tokens:
+            problems.append(
+                f"sp_num_tokens={self.sp_num_tokens} is not possible for sp_variant={self.sp_variant!r} on a "
+                f"{grid}x{grid} grid; allowed: {', '.join(map(str, allowed_tokens))}"
+            )
+        if self.sp_dfi:
+            allowed_kernels = allowed_dfi_kernels(grid)
+            if self.sp_dfi_kernel not in allowed_kernels:
+                problems.append(
+                    f"sp_dfi_kernel={self.sp_dfi_kernel} is not possible on a {grid}x{grid} grid (even, at most the "
+                    f"grid); allowed: {', '.join(map(str, allowed_kernels))}"
+                )
+        if self.sp_channels is not None and self.sp_channels < 1:
+            problems.append(f"sp_channels={self.sp_channels} must be a positive width (or None for half the vision width)")
+        if self.vision_feature_select_strategy != "default":
+            problems.append(
+                f"vision_feature_select_strategy={self.vision_feature_select_strategy!r}: LLaVA-SP needs the square "
+                "patch grid without the CLS token; allowed: 'default'"
+            )
+        if self.sp_extractor == "transformer" and self.spatial_channels % self.sp_transformer_heads != 0:
+            problems.append(
+                f"sp_transformer_heads={self.sp_transformer_heads} must divide the SFE width {self.spatial_channels}"
+            )
+        if self.sp_transformer_layers < 1:
+            problems.append(f"sp_transformer_layers={self.sp_transformer_layers} must be at least 1")
+        return problems
+
+
+# ---- the schedule of views, derived from the grid size ------------------------------------------------------------
+
+
+def allowed_token_counts(variant: str, grid: int) -> list[int]:
+    """Token counts whose views tile the grid evenly: scales grow in equal steps grid/n up to the whole grid."""
+    divisors = [n for n in range(1, grid + 1) if grid % n == 0]
+    if variant == "cropping":
+        # A centred crop needs an even margin on each side, so the step grid/n must be even (or the crop the grid).
+        return [n for n in divisors if n == 1 or (grid // n) % 2 == 0]
+    return divisors
+
+
+def allowed_dfi_kernels(grid: int) -> list[int]:
+    return list(range(2, grid + 1, 2))
+
+
+def _window_layout(num_windows: int) -> tuple[int, int]:
+    """(rows, cols) of the sliding-window layout: the most square factorisation with rows <= cols."""
+    rows = max(r for r in range(1, math.isqrt(num_windows) + 1) if num_windows % r == 0)
+    return rows, num_windows // rows
+
+
+def spatial_schedule(variant: str, grid: int, num_tokens: int) -> SpatialSchedule:
+    """The view of each spatial token. Paper, grid 24, 6 tokens: sides 4, 8, 12, 16, 20, 24 (crop or pool)."""
+    if variant in ("cropping", "pooling"):
+        step = grid // num_tokens
+        sides = [step * i for i in range(1, num_tokens + 1)]
+        sizes = tuple((side, side) for side in sides)
+        if variant == "cropping":
+            offsets = tuple(((grid - side) // 2, (grid - side) // 2) for side in sides)
+        else:
+            offsets = tuple((0, 0) for _ in sides)
+        return SpatialSchedule(sizes, offsets)
+    if variant == "sliding_window":
+        rows, cols = _window_layout(num_tokens)
+        height, width = grid // rows, grid // cols
+        offsets = tuple((r * height, c * width) for r in range(rows) for c in range(cols))
+        return SpatialSchedule(tuple((height, width) for _ in offsets), offsets)
+    return SpatialSchedule((), ())
+
+
+__all__ = ["LlavaSPConfig", "LlavaSPConfigError", "SpatialSchedule", "spatial_schedule", "SP_VARIANTS", "SP_EXTRACTORS"]

@@ -1,0 +1,302 @@
+"""Official LLaVA-SP checkpoints -> our HF format.
+
+The official code (a LLaVA-1.5 fork) keeps the SP modules directly on the inner model, so its keys look like
+`model.conv_4.weight` (crop SFE), `model.conv_4.1.weight` (pool SFE: index 1 because of the pool in a Sequential),
+`model.conv_CM.weight` (DFI conv), `model.{query,key,value}_projector.{0,1}.*` (DFI LayerNorm + Linear),
+`model.conv_linear.1.*` (GELU, Linear) and `model.mm_projector.{0,2}.*` (the patch MLP). LoRA checkpoints prefix
+all of them with `base_model.model.`. The variant is not stored anywhere, so it is detected from the key names
+and shapes (see SPEC.md Part B 3.7).
+
+Command line (one whole official checkpoint -> one model directory loadable with sp_core.loading.load_llava_sp):
+
+    llava-sp-convert --checkpoint ./llava-sp-cropping-lora --base-llm lmsys/vicuna-7b-v1.5 \
+        --vision-tower openai/clip-vit-large-patch14-336 --out ./llava-sp-cropping-hf
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import CLIPVisionConfig, LlamaConfig
+
+from sp_core.config import LlavaSPConfig, LlavaSPConfigError
+from sp_core.official_checkpoint import assemble_model, read_state_dict
+from sp_core.projector import LlavaSPProjector
+
+logger = logging.getLogger(__name__)
+
+_SFE_CONV_KEY = re.compile(r"^conv_(\d+)(\.1)?\.weight$")
+_DFI_KEYS = ("conv_CM.weight",) + tuple(
+    f"{role}_projector.{index}.{kind}" for role in ("query", "key", "value") for index in (0, 1)
+    for kind in ("weight", "bias")
+)
+OFFICIAL_PATCH_SIZE = 14  # CLIP-ViT-L/14; the state dict does not record it
+
+
+class OfficialCheckpointError(ValueError):
+    """An official state dict that does not match any official LLaVA-SP projector."""
+
+
+@dataclass(frozen=True)
+class OfficialVariant:
+    """What the key names and shapes of an official projector say about it."""
+
+    sp_variant: str  # none | cropping | pooling
+    sp_num_tokens: int
+    sp_dfi: bool
+    sp_dfi_kernel: int
+    grid_size: int
+    vision_width: int
+    spatial_channels: int
+    text_width: int
+    sp_projector_bias: bool
+    patch_mlp_bias: bool
+
+    def config(self, **overrides) -> LlavaSPConfig:
+        """A LlavaSPConfig with these sizes (default LLaMA/CLIP sub-configs resized; no weights are built)."""
+        vision = overrides.pop("vision_config", None) or CLIPVisionConfig(
+            hidden_size=self.vision_width,
+            num_attention_heads=_heads_for(self.vision_width, preferred=16),
+            image_size=self.grid_size * OFFICIAL_PATCH_SIZE,
+            patch_size=OFFICIAL_PATCH_SIZE,
+        )
+        text = overrides.pop("text_config", None) or LlamaConfig(
+            hidden_size=self.text_width, num_attention_heads=_heads_for(self.text_width, preferred=32)
+        )
+        options = dict(
+            sp_variant=self.sp_variant,
+            sp_num_tokens=self.sp_num_tokens if self.sp_variant != "none" else 6,
+            sp_dfi=self.sp_dfi,
+            sp_dfi_kernel=self.sp_dfi_kernel,
+            sp_channels=self.spatial_channels,
+            sp_projector_bias=self.sp_projector_bias,
+            multimodal_projector_bias=self.patch_mlp_bias,
+        )
+        options.update(overrides)
+        return LlavaSPConfig(vision_config=vision, text_config=text, **options)
+
+
+def _heads_for(width: int, preferred: int) -> int:
+    """A head count that divides width, for stand-in towers whose only job is to carry the widths."""
+    return next(heads for heads in (preferred, 16, 8, 4, 2, 1) if width % heads == 0)
+
+
+def strip_official_prefix(key: str) -> str:
+    """`base_model.model.model.conv_4.weight` / `model.conv_4.weight` / `conv_4.weight` -> `conv_4.weight`."""
+    for prefix in ("base_model.model.", "model."):
+        if key.startswith(prefix):
+            key = key[len(prefix) :]
+    return key
+
+
+def detect_official_variant(state_dict: dict[str, torch.Tensor]) -> OfficialVariant:
+    """Which official projector these (prefix-stripped) keys belong to."""
+    keys = set(state_dict)
+    for required in ("mm_projector.0.weight", "mm_projector.2.weight"):
+        if required not in keys:
+            raise OfficialCheckpointError(f"missing key {required!r}: every official projector has the patch MLP")
+    text_width, vision_width = state_dict["mm_projector.0.weight"].shape
+    patch_mlp_bias = "mm_projector.0.bias" in keys
+
+    sfe_convs = {key: _SFE_CONV_KEY.match(key) for key in keys}
+    sfe_convs = {key: match for key, match in sfe_convs.items() if match}
+    if not sfe_convs:
+        return OfficialVariant("none", 0, False, 16, 24, vision_width, vision_width // 2, text_width, False,
+                               patch_mlp_bias)
+
+    sides = sorted(int(match.group(1)) for match in sfe_convs.values())
+    grid = sides[-1]
+    # Scales grow in equal steps up to the grid, so the smallest side gives the token count; a gap in the sides
+    # then shows up below as a missing key with its name.
+    num_tokens = grid // sides[0] if grid % sides[0] == 0 else len(sides)
+    pooled = sorted(int(m.group(1)) for m in sfe_convs.values() if m.group(2))
+    cropped_below_grid = sorted(int(m.group(1)) for m in sfe_convs.values() if not m.group(2) and int(m.group(1)) < grid)
+    if pooled and cropped_below_grid:
+        raise OfficialCheckpointError(
+            f"SFE convs mix pooled keys (conv_k.1.weight for k={pooled}) and crop keys (conv_k.weight for "
+            f"k={cropped_below_grid}); an official projector has one kind"
+        )
+    variant = "pooling" if pooled else "cropping"
+    if f"conv_{grid}.weight" not in keys:
+        raise OfficialCheckpointError(f"missing key 'conv_{grid}.weight': the conv over the whole {grid}x{grid} grid")
+    any_conv = state_dict[next(iter(sfe_convs))]
+    spatial_channels, conv_in = any_conv.shape[0], any_conv.shape[1]
+    if conv_in != vision_width:
+        raise OfficialCheckpointError(
+            f"SFE convs read {conv_in} channels but mm_projector.0.weight reads {vision_width}"
+        )
+
+    has_dfi = any(key in keys for key in _DFI_KEYS)
+    dfi_kernel = state_dict["conv_CM.weight"].shape[-1] if "conv_CM.weight" in keys else 16
+    if "conv_linear.1.weight" not in keys:
+        raise OfficialCheckpointError("missing key 'conv_linear.1.weight': the spatial MLP (GELU, Linear)")
+    return OfficialVariant(
+        sp_variant=variant,
+        sp_num_tokens=num_tokens,
+        sp_dfi=has_dfi,
+        sp_dfi_kernel=int(dfi_kernel),
+        grid_size=grid,
+        vision_width=int(vision_width),
+        spatial_channels=int(spatial_channels),
+        text_width=int(text_width),
+        sp_projector_bias="conv_linear.1.bias" in keys,
+        patch_mlp_bias=patch_mlp_bias,
+    )
+
+
+def official_key(our_key: str, variant: OfficialVariant, view_sides: list[int]) -> str:
+    """The official name of one of our projector's parameters."""
+    renames = (
+        (r"^linear_1\.", "mm_projector.0."),
+        (r"^linear_2\.", "mm_projector.2."),
+        (r"^detail_integrator\.detail_conv\.", "conv_CM."),
+        (r"^detail_integrator\.", ""),
+        (r"^spatial_projector\.", "conv_linear."),
+    )
+    match = re.match(r"^spatial_extractor\.convs\.(\d+)\.weight$", our_key)
+    if match:
+        side = view_sides[int(match.group(1))]
+        pooled = variant.sp_variant == "pooling" and side < variant.grid_size
+        return f"conv_{side}.1.weight" if pooled else f"conv_{side}.weight"
+    for pattern, replacement in renames:
+        if re.match(pattern, our_key):
+            return re.sub(pattern, replacement, our_key, count=1)
+    raise OfficialCheckpointError(f"no official name for our projector parameter {our_key!r}")
+
+
+def projector_from_official(state_dict: dict[str, torch.Tensor]) -> LlavaSPProjector:
+    """Our projector, loaded with an official projector state dict (any official variant, with or without the
+    `base_model.model.` prefix of LoRA checkpoints). Every key must be used, and every parameter filled."""
+    stripped: dict[str, torch.Tensor] = {}
+    for key, tensor in state_dict.items():
+        name = strip_official_prefix(key)
+        if name in stripped:
+            raise OfficialCheckpointError(f"key {key!r} appears twice once prefixes are removed")
+        stripped[name] = tensor
+    variant = detect_official_variant(stripped)
+    try:
+        config = variant.config()
+    except LlavaSPConfigError as error:
+        raise OfficialCheckpointError(f"the key shapes describe no possible LLaVA-SP projector: {error}") from error
+    view_sides = [height for height, _ in config.spatial_schedule.view_sizes]
+    with torch.device("meta"):
+        projector = LlavaSPProjector(config)
+
+    expected = {official_key(ours, variant, view_sides): ours for ours in projector.state_dict()}
+    unexpected = sorted(set(stripped) - set(expected))
+    if unexpected:
+        raise OfficialCheckpointError(
+            f"unexpected key {unexpected[0]!r} for a {describe(variant)} projector"
+            + (f" (and {len(unexpected) - 1} more: {unexpected[1:4]})" if len(unexpected) > 1 else "")
+        )
+    missing = sorted(set(expected) - set(stripped))
+    if missing:
+        raise OfficialCheckpointError(
+            f"missing key {missing[0]!r} for a {describe(variant)} projector"
+            + (f" (and {len(missing) - 1} more: {missing[1:4]})" if len(missing) > 1 else "")
+        )
+    ours_state = {}
+    meta_state = projector.state_dict()
+    for name, ours in expected.items():
+        tensor = stripped[name]
+        if tuple(tensor.shape) != tuple(meta_state[ours].shape):
+            raise OfficialCheckpointError(
+                f"key {name!r} has shape {tuple(tensor.shape)}, expected {tuple(meta_state[ours].shape)} for a "
+                f"{describe(variant)} projector"
+            )
+        ours_state[ours] = tensor.float()
+    projector.load_state_dict(ours_state, strict=True, assign=True)
+    return projector.eval()
+
+
+def describe(variant: OfficialVariant) -> str:
+    if variant.sp_variant == "none":
+        return "LLaVA-1.5 (no SP)"
+    dfi = f"+DFI(kernel {variant.sp_dfi_kernel})" if variant.sp_dfi else "without DFI"
+    tokens = "1 token" if variant.sp_num_tokens == 1 else f"{variant.sp_num_tokens} tokens"
+    return f"{variant.sp_variant} SFE ({tokens}) {dfi}"
+
+
+# ---- whole checkpoints ----------------------------------------------------------------------------------------------
+
+
+def _first_existing(directory: Path, names: tuple[str, ...]) -> Path | None:
+    return next((directory / name for name in names if (directory / name).is_file()), None)
+
+
+def _is_projector_key(key: str) -> bool:
+    name = strip_official_prefix(key)
+    return name.startswith(("mm_projector.", "conv_linear.")) or bool(_SFE_CONV_KEY.match(name)) or name in _DFI_KEYS
+
+
+def convert_official_checkpoint(
+    checkpoint: Path,
+    base_llm: str,
+    vision_tower: str,
+    out: Path,
+    dtype: torch.dtype = torch.float16,
+) -> Path:
+    """An official stage-1 (model.bin / mm_projector.bin) or stage-2 LoRA directory -> one HF model directory.
+
+    A LoRA adapter is merged into the language model, as the official loader does (builder.py)."""
+    checkpoint = Path(checkpoint)
+    projector_file = _first_existing(
+        checkpoint, ("non_lora_trainables.bin", "non_lora_trainables.safetensors", "model.bin", "mm_projector.bin")
+    ) if checkpoint.is_dir() else checkpoint
+    if projector_file is None:
+        raise FileNotFoundError(
+            f"{checkpoint}: no non_lora_trainables.bin, model.bin or mm_projector.bin (the official projector files)"
+        )
+    trainables = read_state_dict(projector_file)
+    projector_state = {key: value for key, value in trainables.items() if _is_projector_key(key)}
+    others = sorted(set(trainables) - set(projector_state))
+    if others:
+        logger.warning("ignoring %d non-projector trainables in %s, e.g. %s", len(others), projector_file, others[:3])
+    projector = projector_from_official(projector_state)
+    variant = detect_official_variant({strip_official_prefix(k): v for k, v in projector_state.items()})
+    official_config = {}
+    if checkpoint.is_dir() and (checkpoint / "config.json").is_file():
+        official_config = json.loads((checkpoint / "config.json").read_text())
+    adapter_dir = checkpoint if checkpoint.is_dir() and (checkpoint / "adapter_config.json").is_file() else None
+    return assemble_model(
+        variant=variant,
+        projector=projector,
+        base_llm=base_llm,
+        vision_tower=vision_tower,
+        adapter_dir=adapter_dir,
+        official_config=official_config,
+        out=Path(out),
+        dtype=dtype,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="llava-sp-convert", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True, type=Path,
+                        help="official output dir (LoRA: adapter_* + non_lora_trainables.bin; stage 1: model.bin) or a projector file")
+    parser.add_argument("--base-llm", required=True, help="Vicuna-1.5 path or hub id the official model was trained on")
+    parser.add_argument("--vision-tower", required=True, help="CLIP vision tower path or hub id (e.g. openai/clip-vit-large-patch14-336)")
+    parser.add_argument("--out", required=True, type=Path, help="output directory (HF format, safetensors)")
+    parser.add_argument("--dtype", default="float16", choices=("float16", "bfloat16", "float32"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        out = convert_official_checkpoint(
+            args.checkpoint, args.base_llm, args.vision_tower, args.out, dtype=getattr(torch, args.dtype),
+        )
+    except (OfficialCheckpointError, FileNotFoundError, ValueError) as error:
+        print(f"llava-sp-convert: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

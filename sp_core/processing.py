@@ -1,0 +1,42 @@
+"""Processor for LLaVA-SP: images -> pixel tensors and <image> -> the model's number of placeholder tokens.
+
+transformers' LlavaProcessor computes placeholders as grid^2 + num_additional_image_tokens - 1 (the -1 is the CLS
+token that vision_feature_select_strategy='default' drops), so LLaVA-SP sets num_additional_image_tokens to
+1 + n_spatial: 1 + 6 gives 582 for the paper's model.
+"""
+
+from __future__ import annotations
+
+from transformers import CLIPImageProcessorPil, LlavaProcessor, PreTrainedTokenizerBase
+
+from sp_core.config import LlavaSPConfig
+
+# OpenAI CLIP normalisation, the values every LLaVA-1.5 vision tower uses.
+CLIP_IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def clip_image_processor(image_size: int) -> CLIPImageProcessorPil:
+    """The CLIP preprocessing of LLaVA-1.5: shortest side to image_size (bicubic), centre crop, normalise."""
+    return CLIPImageProcessorPil(
+        size={"shortest_edge": image_size},
+        crop_size={"height": image_size, "width": image_size},
+        image_mean=list(CLIP_IMAGE_MEAN),
+        image_std=list(CLIP_IMAGE_STD),
+        do_convert_rgb=True,
+    )
+
+
+def build_llava_sp_processor(
+    config: LlavaSPConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    image_processor: CLIPImageProcessorPil | None = None,
+) -> LlavaProcessor:
+    image_processor = image_processor or clip_image_processor(config.vision_config.image_size)
+    return LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=config.vision_config.patch_size,
+        vision_feature_select_strategy=config.vision_feature_select_strategy,
+        num_additional_image_tokens=1 + config.num_spatial_tokens,
+    )

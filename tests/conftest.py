@@ -1,0 +1,28 @@
+"""Shared fixtures: the tiny tokenizer and tiny LLaVA-SP models, built locally (nothing is downloaded)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from sp_core.tiny import build_tiny_tokenizer
+
+    return build_tiny_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny SP-Cropping (+DFI) model saved with tokenizer and processor, as a real checkpoint dir would be."""
+    from sp_core.tiny import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "sp-cropping", seed=0, sp_variant="cropping")
