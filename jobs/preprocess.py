@@ -1,0 +1,55 @@
+"""Preprocess LLaVA-format data into parquet shards with Ray Data (images -> CLIP crops, conversations -> tokens).
+
+    python jobs/preprocess.py                           # embedded default: synthetic stage-2 rows, tiny model
+    python jobs/preprocess.py template=plain            # the synthetic stage-1 captions
+    python jobs/preprocess.py --config infra/configs/preprocess.yaml data=[llava_v1_5_mix665k.json] \
+        image_root=/data/llava/images model=/models/llava-sp-cropping
+    ray job submit --working-dir . -- python jobs/preprocess.py template=plain
+
+Prints read = written + quarantined (by reason); bad rows are listed in <dataset>/quarantine/.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout or a Ray working dir
+
+from pipelines.cli import parse_config, run_job  # noqa: E402
+from pipelines.data.model_inputs import row_processor_for  # noqa: E402
+from pipelines.data.preprocess import PreprocessConfig, PreprocessResult, preprocess  # noqa: E402
+from pipelines.defaults import embedded_dataset, embedded_model_dir  # noqa: E402
+from pipelines.runtime import init_ray  # noqa: E402
+
+
+def with_embedded_defaults(config: PreprocessConfig) -> PreprocessConfig:
+    """No data: the synthetic set (captions for 'plain', conversations otherwise); no model: the tiny one."""
+    if not config.data:
+        dataset = embedded_dataset()
+        rows = dataset.pretrain_json if config.template == "plain" else dataset.finetune_json
+        config = replace(config, data=[str(rows)], image_root=config.image_root or str(dataset.root))
+    if not config.model:
+        config = replace(config, model=str(embedded_model_dir()))
+    return config
+
+
+def run(config: PreprocessConfig) -> PreprocessResult:
+    config = with_embedded_defaults(config)
+    processor = row_processor_for(config, config.model)
+    init_ray()
+    return preprocess(config, processor)
+
+
+def main(argv: list[str] | None = None) -> int:
+    def job() -> int:
+        result = run(parse_config(PreprocessConfig, argv, __doc__))
+        print(f"preprocess: {result.summary()}")
+        return 0
+
+    return run_job("preprocess", job)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

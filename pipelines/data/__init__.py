@@ -1,0 +1,1 @@
+"""Data stage: LLaVA JSON/JSON-lines + images -> parquet shards (Ray Data), with every bad row quarantined."""

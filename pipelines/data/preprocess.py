@@ -1,0 +1,201 @@
+"""LLaVA data -> parquet shards with Ray Data, content-addressed and resumable, every row accounted for.
+
+    dataset_dir = <output_dir>/<fingerprint of inputs + config + tokenizer + image settings>/
+        staging/chunk-*.parquet      raw records, rows_per_chunk each (removed when all chunks are done)
+        shards/chunk-*-*.parquet     training rows (schema: pipelines.data.schema.SHARD_SCHEMA)
+        quarantine/chunk-*.parquet   rejected rows: id, source, row, reason, detail
+        chunks/<i>.json              per-chunk counts, written when chunk i is complete (the resume points)
+        manifest.json                the totals, written last: its presence means the dataset is complete
+
+Re-running with the same inputs and config returns the finished dataset; an interrupted run redoes only the
+chunks that have no chunks/<i>.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import ray
+from tqdm.auto import tqdm
+
+from pipelines.data.rows import RowProcessor
+from pipelines.data.schema import OK, QUARANTINE_SCHEMA, QUARANTINED, SHARD_SCHEMA
+from pipelines.data.staging import hash_inputs, stage_inputs
+from sp_core.conversation import TEMPLATES
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1  # bump when the shard layout or row processing changes meaning
+
+
+@dataclass
+class PreprocessConfig:
+    """python jobs/preprocess.py [--config FILE] [key=value ...]"""
+
+    data: list[str] = field(default_factory=list)  # LLaVA JSON arrays / JSON-lines (paths or URIs); [] = synthetic
+    image_root: str = ""  # directory or URI the rows' "image" paths are relative to
+    template: str = "vicuna_v1"  # plain (stage 1 captions) | vicuna_v1 (stage 2 conversations)
+    model: str = ""  # model dir or hub id whose tokenizer / image settings the shards are for; "" = tiny
+    output_dir: str = "runs/data"
+    image_aspect: str = "pad"  # pad (LLaVA-1.5) | square
+    model_max_length: int = 2048  # tokens after <image> expansion
+    max_image_pixels: int = 89_478_485  # decompression-bomb limit (PIL's default)
+    max_image_bytes: int = 64 * 1024 * 1024
+    rows_per_chunk: int = 2000  # resume granularity; one chunk is held in the object store while written
+    rows_per_batch: int = 32  # rows per map_batches call
+    blocks_per_chunk: int = 8  # parallel tasks per chunk
+    num_cpus_per_task: float = 1.0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.template not in TEMPLATES:
+            problems.append(f"template={self.template!r}; allowed: {', '.join(TEMPLATES)}")
+        if self.image_aspect not in ("pad", "square"):
+            problems.append(f"image_aspect={self.image_aspect!r}; allowed: pad, square")
+        for name in ("model_max_length", "rows_per_chunk", "rows_per_batch", "blocks_per_chunk", "max_image_pixels",
+                     "max_image_bytes"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}={getattr(self, name)} must be at least 1")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+@dataclass
+class PreprocessResult:
+    dataset_dir: Path
+    read: int
+    written: int
+    quarantined: dict[str, int]
+    reused: bool  # the whole dataset was already complete
+    chunks_reused: int = 0
+
+    @property
+    def shards_dir(self) -> Path:
+        return self.dataset_dir / "shards"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.dataset_dir / "quarantine"
+
+    def summary(self) -> str:
+        reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(self.quarantined.items())) or "none"
+        state = "reused" if self.reused else f"built ({self.chunks_reused} chunks reused)"
+        return (f"read {self.read} = written {self.written} + quarantined {sum(self.quarantined.values())} "
+                f"[{reasons}]; {state}; shards: {self.shards_dir}")
+
+
+def fingerprint(config: PreprocessConfig, processor: RowProcessor, input_sha256: str) -> str:
+    """What the shards depend on: input bytes, options that change rows, tokenizer, image settings."""
+    tokenizer = processor.tokenizer
+    tokenizer_state = tokenizer.backend_tokenizer.to_str() if hasattr(tokenizer, "backend_tokenizer") else \
+        json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    description = {
+        "format": FORMAT_VERSION,
+        "inputs": input_sha256,
+        "image_root": config.image_root,
+        "template": config.template,
+        "model_max_length": config.model_max_length,
+        "max_image_pixels": config.max_image_pixels,
+        "max_image_bytes": config.max_image_bytes,
+        "image_processor": asdict(processor.image_processor),
+        "image_tokens": processor.image_tokens,
+        "tokenizer": hashlib.sha256(tokenizer_state.encode()).hexdigest(),
+    }
+    return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def preprocess(config: PreprocessConfig, processor: RowProcessor) -> PreprocessResult:
+    """Run (or reuse) the preprocessing of config.data; Ray must be initialised."""
+    if not config.data:
+        raise ValueError("no input files: set data=[...] (LLaVA JSON or JSON-lines)")
+    output_root = Path(config.output_dir)
+    dataset_dir = output_root / fingerprint(config, processor, hash_inputs(config.data))[:20]
+    manifest_path = dataset_dir / "manifest.json"
+    if manifest_path.is_file():
+        return _result_from_manifest(dataset_dir, json.loads(manifest_path.read_text()), reused=True)
+
+    staging_dir = dataset_dir / "staging"
+    if not staging_dir.is_dir():  # staging is deterministic: an interrupted run's staging is reused as is
+        temporary = output_root / f".staging-{uuid.uuid4().hex}"
+        stage_inputs(config.data, temporary, config.rows_per_chunk)
+        dataset_dir.mkdir(parents=True, exist_ok=True)
+        temporary.rename(staging_dir)
+    chunks = sorted(staging_dir.glob("chunk-*.parquet"))
+
+    totals: Counter[str] = Counter()
+    read = written = reused_chunks = 0
+    for index, chunk in enumerate(tqdm(chunks, desc="preprocess chunks", unit="chunk")):
+        marker = dataset_dir / "chunks" / f"{index:05d}.json"
+        if marker.is_file():
+            counts = json.loads(marker.read_text())
+            reused_chunks += 1
+        else:
+            counts = _process_chunk(config, processor, chunk, dataset_dir, index)
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(json.dumps(counts))
+        read += counts["read"]
+        written += counts["written"]
+        totals.update(counts["quarantined"])
+        logger.info("chunk %d/%d: %s", index + 1, len(chunks), counts)
+
+    if read != written + sum(totals.values()):
+        raise RuntimeError(f"row accounting broke: read {read} != written {written} + quarantined {sum(totals.values())}")
+    manifest = {"read": read, "written": written, "quarantined": dict(sorted(totals.items())),
+                "config": asdict(config), "chunks": len(chunks), "shard_schema": SHARD_SCHEMA.names}
+    manifest_path.write_text(json.dumps(manifest, indent=2))
+    shutil.rmtree(staging_dir, ignore_errors=True)
+    return _result_from_manifest(dataset_dir, manifest, reused=False, chunks_reused=reused_chunks)
+
+
+def _process_chunk(config: PreprocessConfig, processor: RowProcessor, chunk: Path, dataset_dir: Path,
+                   index: int) -> dict:
+    staged_rows = pq.ParquetFile(chunk).metadata.num_rows
+    processed = (
+        ray.data.read_parquet(str(chunk))
+        .repartition(max(1, min(config.blocks_per_chunk, staged_rows)))
+        .map_batches(processor, batch_format="pyarrow", batch_size=config.rows_per_batch,
+                     num_cpus=config.num_cpus_per_task)
+        .materialize()  # held once, written twice: shards and quarantine
+    )
+    name = f"chunk-{index:05d}"
+    shards_dir, quarantine_dir = dataset_dir / "shards", dataset_dir / "quarantine"
+    _write_partition(processed, OK, SHARD_SCHEMA, shards_dir, name)
+    _write_partition(processed, QUARANTINED, QUARANTINE_SCHEMA, quarantine_dir, name)
+    written = sum(pq.ParquetFile(path).metadata.num_rows for path in shards_dir.glob(f"{name}-*.parquet"))
+    reasons: Counter[str] = Counter()
+    for path in quarantine_dir.glob(f"{name}-*.parquet"):
+        reasons.update(pq.read_table(path, columns=["reason"]).column("reason").to_pylist())
+    return {"read": staged_rows, "written": written, "quarantined": dict(sorted(reasons.items()))}
+
+
+def _select(table: pa.Table, status: str, schema: pa.Schema) -> pa.Table:
+    return table.filter(pc.equal(table.column("status"), status)).select(schema.names).cast(schema)
+
+
+def _write_partition(processed: ray.data.Dataset, status: str, schema: pa.Schema, directory: Path, name: str) -> None:
+    """Write one status's rows as <directory>/<name>-<k>.parquet, replacing leftovers of an interrupted run."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for leftover in directory.glob(f"{name}-*.parquet"):
+        leftover.unlink()
+    temporary = directory.parent / f".{name}-{status}-{uuid.uuid4().hex}"
+    processed.map_batches(_select, batch_format="pyarrow", fn_args=(status, schema), num_cpus=0.5).write_parquet(
+        str(temporary))
+    for part, path in enumerate(sorted(temporary.glob("*.parquet"))):
+        if pq.ParquetFile(path).metadata.num_rows:
+            path.rename(directory / f"{name}-{part:03d}.parquet")
+    shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _result_from_manifest(dataset_dir: Path, manifest: dict, reused: bool, chunks_reused: int = 0) -> PreprocessResult:
+    return PreprocessResult(dataset_dir, manifest["read"], manifest["written"], dict(manifest["quarantined"]),
+                            reused=reused, chunks_reused=chunks_reused)

@@ -1,0 +1,35 @@
+"""Arrow schemas of the preprocessed shards and of the quarantine (DESIGN.md: contracts)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+STAGED_SCHEMA = pa.schema([("source", pa.string()), ("row", pa.int64()), ("record", pa.string())])
+
+# One row per training sample. pixel_values holds the uint8 (S, S, 3) crop, row-major, or is null for text-only
+# samples; training normalises it (4x smaller than float32 on disk).
+SHARD_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("input_ids", pa.list_(pa.int32())),
+        ("labels", pa.list_(pa.int32())),
+        ("pixel_values", pa.binary()),
+        ("has_image", pa.bool_()),
+        ("image_size", pa.int32()),
+        ("n_image_tokens", pa.int32()),
+        ("length", pa.int32()),
+        ("modality_length", pa.int32()),  # +length for image samples, -length for text-only (LLaVA's grouping)
+        ("source", pa.string()),
+        ("row", pa.int64()),
+    ]
+)
+
+QUARANTINE_SCHEMA = pa.schema(
+    [("id", pa.string()), ("source", pa.string()), ("row", pa.int64()), ("reason", pa.string()), ("detail", pa.string())]
+)
+
+# What a processing task emits: shard columns + quarantine columns + the partition column.
+PROCESSED_SCHEMA = pa.schema(
+    list(SHARD_SCHEMA) + [("reason", pa.string()), ("detail", pa.string()), ("status", pa.string())]
+)
+OK, QUARANTINED = "ok", "quarantined"

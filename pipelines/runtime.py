@@ -1,0 +1,22 @@
+"""Ray start-up shared by the jobs: join the cluster a job was submitted to, or start a local one."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+
+logger = logging.getLogger(__name__)
+
+
+def init_ray(num_cpus: int | None = None) -> None:
+    """Under `ray job submit` (RAY_ADDRESS set) join that cluster; otherwise start a local Ray on this machine."""
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+    logger.info("ray: %s", ray.cluster_resources())

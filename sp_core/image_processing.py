@@ -1,0 +1,325 @@
+"""Image decoding and the CLIP preprocessing of LLaVA-1.5 / LLaVA-SP, split so that data shards can store uint8 crops.
+
+Two steps, each usable alone:
+
+- `load_rgb_image` turns file bytes (or a path) into an RGB PIL image, or raises an `ImageError` whose `reason` names
+  the problem, so a data pipeline can quarantine the row instead of crashing (the official code prints the OSError and
+  then fails on an undefined variable; it also sets `ImageFile.LOAD_TRUNCATED_IMAGES`, which we deliberately do not).
+- `LlavaSPImageProcessor` does the pixel work of transformers' `CLIPImageProcessorPil` (shortest edge to `image_size`
+  with PIL bicubic, centre crop) on uint8, optionally after LLaVA's `expand2square` ("pad"). `to_uint8` gives the
+  (S, S, 3) uint8 crop, 4x smaller than float32, for the shards; `normalize` turns a batch of crops into the
+  (N, 3, S, S) float32 tensor at train time with one fused multiply-add.
+
+Pure PIL + numpy + torch: this file is imported inside data workers and must stay light (no transformers, no Ray).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# OpenAI CLIP normalisation, the values every LLaVA-1.5 vision tower uses; equal to sp_core.processing's constants
+# (a test pins this), repeated here so this module does not import transformers.
+CLIP_IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# PIL's own decompression-bomb threshold (Image.MAX_IMAGE_PIXELS), about 0.25 GB of RGB pixels.
+DEFAULT_MAX_PIXELS = 89_478_485
+
+AspectMode = Literal["pad", "square"]
+ASPECT_MODES: tuple[str, ...] = get_args(AspectMode)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Errors: one subclass per quarantine reason
+
+
+class ImageError(ValueError):
+    """A data row's image cannot be used; `reason` is a stable machine-readable tag for quarantine tables."""
+
+    reason: str = "image_error"
+
+
+class ImageUndecodableError(ImageError):
+    """Not an image PIL can read: garbage bytes, an unknown format, or a corrupt stream."""
+
+    reason = "image_undecodable"
+
+
+class ImageTruncatedError(ImageError):
+    """The file ends before the pixel data does (a partial download or copy)."""
+
+    reason = "image_truncated"
+
+
+class ImageTooLargeError(ImageError):
+    """Width x height is over the pixel budget: a possible decompression bomb, rejected before decoding."""
+
+    reason = "image_too_large"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Decoding
+
+
+def load_rgb_image(source: bytes | str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode `source` (encoded bytes or a file path) to an RGB image with EXIF orientation applied.
+
+    The pixel budget is checked from the header, before any pixel is decoded. PIL's own bomb check (at
+    Image.MAX_IMAGE_PIXELS) runs first inside `Image.open`, so the effective limit is the smaller of the two.
+    A missing path raises FileNotFoundError, not an ImageError: when files are missing it is usually the image
+    folder that is wrong, and quarantining every row would hide that.
+    """
+    stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else Path(source).open("rb")
+    with stream:
+        image = _open_checked(stream, max_pixels)
+        _load_pixels(image)
+    image = _apply_exif_orientation(image)
+    return to_rgb(image)
+
+
+def _open_checked(stream: io.BufferedIOBase, max_pixels: int) -> Image.Image:
+    """Read the header only and enforce the pixel budget."""
+    try:
+        with warnings.catch_warnings():
+            # PIL only warns between 1x and 2x its limit; we want a reason, not a log line.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(stream)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageTooLargeError(f"image over PIL's pixel limit {Image.MAX_IMAGE_PIXELS}: {error}") from error
+    except UnidentifiedImageError as error:
+        raise ImageUndecodableError(f"not a recognised image format: {error}") from error
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageUndecodableError(f"cannot read image header: {type(error).__name__}: {error}") from error
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"image is {width}x{height} = {width * height} pixels, over max_pixels={max_pixels}; "
+            "raise max_pixels if such images are expected"
+        )
+    return image
+
+
+def _load_pixels(image: Image.Image) -> None:
+    """Decode the pixels now, while the stream is open, classifying failures."""
+    try:
+        image.load()
+    except OSError as error:
+        # PIL reports a short file as "image file is truncated" (JPEG adds the byte count).
+        if "truncated" in str(error).lower():
+            raise ImageTruncatedError(f"{image.format} {image.size[0]}x{image.size[1]}: {error}") from error
+        raise ImageUndecodableError(f"{image.format} pixel data is corrupt: {error}") from error
+    except (SyntaxError, ValueError, EOFError) as error:
+        raise ImageUndecodableError(f"{image.format} pixel data is corrupt: {type(error).__name__}: {error}") from error
+
+
+def _apply_exif_orientation(image: Image.Image) -> Image.Image:
+    """Rotate/flip as the camera's EXIF Orientation tag says, so the model sees what a viewer shows."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except (SyntaxError, ValueError, OSError, KeyError) as error:
+        raise ImageUndecodableError(f"corrupt EXIF metadata: {type(error).__name__}: {error}") from error
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode -> RGB; transparency is composited onto white like transformers' `convert_to_rgb`.
+
+    High-bit-depth greyscale is rescaled rather than clipped (PIL's own convert clips 16-bit values at 255, turning
+    most of a 16-bit image white).
+    """
+    if image.mode == "RGB" and image.info.get("transparency") is None:
+        return image
+    if image.mode.startswith("I") or image.mode == "F":
+        return Image.fromarray(_high_depth_to_uint8(image)).convert("RGB")  # uint8 (H, W) -> "L" -> RGB
+    if _has_alpha(image):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    try:
+        return image.convert("RGB")
+    except ValueError as error:
+        raise ImageUndecodableError(f"cannot convert PIL mode {image.mode!r} to RGB: {error}") from error
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    # Lower-case "a" is PIL's premultiplied alpha (RGBa, La); convert("RGBA") un-premultiplies it.
+    return any(band in ("A", "a") for band in image.getbands()) or image.info.get("transparency") is not None
+
+
+def _high_depth_to_uint8(image: Image.Image) -> np.ndarray:
+    """'I;16*' and 'I' are read as 16-bit (0..65535 -> 0..255, rounded); 'F' as [0, 1] if it fits, else 0..255."""
+    values = np.asarray(image)  # (H, W), uint16 / int32 / float32
+    if image.mode == "F":
+        values = values.astype(np.float64)
+        scale = 255.0 if values.size and np.nanmax(values) <= 1.0 else 1.0
+        return np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
+    # 65535 / 255 = 257 exactly, so x / 257 maps the 16-bit range onto 8 bits; +128 rounds to nearest.
+    clipped = np.clip(values.astype(np.int64), 0, 65535)
+    return ((clipped + 128) // 257).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Geometry
+
+
+def expand_to_square(image: Image.Image, fill: tuple[int, int, int]) -> Image.Image:
+    """LLaVA's expand2square: centre `image` on a square canvas of side max(W, H) filled with `fill`."""
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    canvas = Image.new(image.mode, (side, side), fill)
+    # Same offsets as LLaVA (floor of half the slack), so padded pixels line up with the official preprocessing.
+    offset = (0, (width - height) // 2) if width > height else ((height - width) // 2, 0)
+    canvas.paste(image, offset)
+    return canvas
+
+
+def shortest_edge_size(width: int, height: int, shortest_edge: int) -> tuple[int, int]:
+    """(W, H) after resizing the shorter side to `shortest_edge`; the longer side is truncated, as transformers does."""
+    short, long = (width, height) if width <= height else (height, width)
+    new_long = int(shortest_edge * long / short)
+    return (shortest_edge, new_long) if width <= height else (new_long, shortest_edge)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Processor
+
+
+@dataclass
+class LlavaSPImageProcessor:
+    """CLIP preprocessing of LLaVA-SP on uint8: [pad to square] -> shortest edge to S (bicubic) -> centre crop S."""
+
+    # Side S of the square crop the vision tower expects (336 for CLIP ViT-L/14-336).
+    image_size: int = 336
+    # Per-channel RGB mean and std on the [0, 1] scale; the mean also gives the "pad" fill colour.
+    image_mean: tuple[float, float, float] = field(default=CLIP_IMAGE_MEAN)
+    image_std: tuple[float, float, float] = field(default=CLIP_IMAGE_STD)
+    # "pad": LLaVA-1.5's expand2square with the mean colour first; "square": resize + centre crop only.
+    aspect: AspectMode = "pad"
+
+    def __post_init__(self) -> None:
+        self.image_mean = tuple(float(value) for value in self.image_mean)
+        self.image_std = tuple(float(value) for value in self.image_std)
+        problems = []
+        if self.aspect not in ASPECT_MODES:
+            problems.append(f"aspect must be one of {list(ASPECT_MODES)}, got {self.aspect!r}")
+        if not isinstance(self.image_size, int) or self.image_size <= 0:
+            problems.append(f"image_size must be a positive int, got {self.image_size!r}")
+        if len(self.image_mean) != 3 or len(self.image_std) != 3:
+            problems.append(f"image_mean and image_std need 3 values (RGB), got {self.image_mean}, {self.image_std}")
+        if any(value <= 0 for value in self.image_std):
+            problems.append(f"image_std must be positive, got {self.image_std}")
+        if problems:
+            raise ValueError("LlavaSPImageProcessor: " + "; ".join(problems))
+        # (x / 255 - mean) / std folded into x * scale + offset; computed in float64, applied in float32.
+        mean = np.array(self.image_mean, dtype=np.float64)
+        std = np.array(self.image_std, dtype=np.float64)
+        self._scale = torch.tensor(1.0 / (255.0 * std), dtype=torch.float32).view(1, 3, 1, 1)
+        self._offset = torch.tensor(-mean / std, dtype=torch.float32).view(1, 3, 1, 1)
+
+    @property
+    def pad_fill(self) -> tuple[int, int, int]:
+        """The expand2square background, (122, 116, 104) for CLIP; int() truncates exactly as LLaVA does."""
+        return tuple(int(value * 255) for value in self.image_mean)
+
+    def to_uint8(self, image: Image.Image) -> np.ndarray:
+        """One image -> its (S, S, 3) uint8 crop, pixel-identical to CLIPImageProcessorPil before rescaling."""
+        image = to_rgb(image)
+        if self.aspect == "pad":
+            image = expand_to_square(image, self.pad_fill)
+        size = self.image_size
+        new_width, new_height = shortest_edge_size(*image.size, size)
+        # Resize the whole image, then crop: resizing only the crop box (PIL's box=) is faster but rounds the
+        # intermediate pass differently and drifts by up to 2 levels from transformers.
+        resized = image.resize((new_width, new_height), Image.Resampling.BICUBIC)
+        left, top = (new_width - size) // 2, (new_height - size) // 2
+        return np.asarray(resized.crop((left, top, left + size, top + size)))  # (S, S, 3)
+
+    def normalize(self, batch_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """(N, S, S, 3) uint8 crops -> (N, 3, S, S) float32 pixel values for the vision tower."""
+        pixels = torch.as_tensor(batch_uint8)
+        if pixels.dtype != torch.uint8 or pixels.ndim != 4 or pixels.shape[-1] != 3:
+            raise ValueError(
+                f"normalize expects uint8 crops shaped (N, S, S, 3), got {pixels.dtype} {tuple(pixels.shape)}"
+            )
+        batch, height, width, channels = pixels.shape
+        out = torch.empty((batch, channels, height, width), dtype=torch.float32)
+        out.copy_(pixels.permute(0, 3, 1, 2))  # uint8 NHWC -> float32 NCHW in one pass
+        return torch.addcmul(self._offset, out, self._scale, out=out)
+
+    def __call__(self, images: list[Image.Image]) -> torch.Tensor:
+        """PIL images -> (N, 3, S, S) float32, equal to CLIPImageProcessorPil's pixel_values within float32 rounding."""
+        size = self.image_size
+        crops = np.empty((len(images), size, size, 3), dtype=np.uint8)
+        for index, image in enumerate(images):
+            crops[index] = self.to_uint8(image)
+        return self.normalize(crops)
+
+    @classmethod
+    def from_pretrained_dir(cls, path: str | os.PathLike, aspect: AspectMode = "pad") -> LlavaSPImageProcessor:
+        """Read size / mean / std from a directory saved by transformers (preprocessor or processor config)."""
+        directory = Path(path)
+        preprocessor_file = directory / "preprocessor_config.json"
+        processor_file = directory / "processor_config.json"
+        # A lone image processor saves preprocessor_config.json; a LlavaProcessor nests it in processor_config.json.
+        if preprocessor_file.is_file():
+            config = json.loads(preprocessor_file.read_text())
+        elif processor_file.is_file():
+            config = json.loads(processor_file.read_text()).get("image_processor")
+        else:
+            config = None
+        if config is None:
+            raise FileNotFoundError(
+                f"no image processor config in {directory}: expected preprocessor_config.json, or "
+                "processor_config.json with an 'image_processor' entry (save the CLIP processor with save_pretrained)"
+            )
+        return cls.from_config_dict(config, aspect=aspect)
+
+    @classmethod
+    def from_clip_processor(cls, hf_processor: Any, aspect: AspectMode = "pad") -> LlavaSPImageProcessor:
+        """Follow an in-memory transformers CLIP image processor (anything with `to_dict()`)."""
+        return cls.from_config_dict(hf_processor.to_dict(), aspect=aspect)
+
+    @classmethod
+    def from_config_dict(cls, config: dict[str, Any], aspect: AspectMode = "pad") -> LlavaSPImageProcessor:
+        """Build from a CLIP image processor config dict; refuse settings this uint8 pipeline does not implement."""
+        shortest_edge = _size_value(config.get("size"), "shortest_edge")
+        crop_size = config.get("crop_size", shortest_edge)
+        crop_height, crop_width = _size_value(crop_size, "height"), _size_value(crop_size, "width")
+        problems = []
+        if shortest_edge is None:
+            problems.append(f"size must be {{'shortest_edge': N}} (aspect-keeping resize), got {config.get('size')}")
+        elif not shortest_edge == crop_height == crop_width:
+            problems.append(f"size.shortest_edge ({shortest_edge}) must equal crop_size ({crop_height}x{crop_width})")
+        if int(config.get("resample", 3)) != int(Image.Resampling.BICUBIC):
+            problems.append(f"resample must be 3 (bicubic), got {config.get('resample')}")
+        for flag in ("do_resize", "do_center_crop", "do_rescale", "do_normalize"):
+            if not config.get(flag, True):
+                problems.append(f"{flag} must be true, got {config.get(flag)}")
+        if abs(float(config.get("rescale_factor", 1 / 255)) - 1 / 255) > 1e-12:
+            problems.append(f"rescale_factor must be 1/255, got {config.get('rescale_factor')}")
+        if problems:
+            raise ValueError("unsupported CLIP image processor config: " + "; ".join(problems))
+        return cls(
+            image_size=shortest_edge,
+            image_mean=tuple(config.get("image_mean", CLIP_IMAGE_MEAN)),
+            image_std=tuple(config.get("image_std", CLIP_IMAGE_STD)),
+            aspect=aspect,
+        )
+
+
+def _size_value(size: int | dict[str, int | None] | None, key: str) -> int | None:
+    """Old configs store sizes as a bare int, new ones as a dict ({"shortest_edge": 336}, {"height": .., ...})."""
+    if isinstance(size, int):
+        return size
+    return (size or {}).get(key)

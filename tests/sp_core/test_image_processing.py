@@ -1,0 +1,368 @@
+"""sp_core.image_processing: parity with transformers' CLIP preprocessing, mode conversions, and one test per bad-image
+reason. Every image is built in memory."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import warnings
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageFile
+
+from sp_core import processing
+from sp_core.image_processing import (
+    CLIP_IMAGE_MEAN,
+    CLIP_IMAGE_STD,
+    ImageError,
+    ImageTooLargeError,
+    LlavaSPImageProcessor,
+    expand_to_square,
+    load_rgb_image,
+    shortest_edge_size,
+    to_rgb,
+)
+
+SIZE = 336
+MEAN = np.array(CLIP_IMAGE_MEAN, dtype=np.float64).reshape(3, 1, 1)
+STD = np.array(CLIP_IMAGE_STD, dtype=np.float64).reshape(3, 1, 1)
+
+
+@pytest.fixture(scope="module")
+def hf_processor():
+    return processing.clip_image_processor(SIZE)
+
+
+def _photo_like(width: int, height: int, seed: int = 0) -> Image.Image:
+    """Smooth colour fields plus fine noise: exercises both the low-pass and the edges of the bicubic kernel."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (height // 16 + 2, width // 16 + 2, 3), dtype=np.uint8)
+    smooth = np.asarray(Image.fromarray(coarse).resize((width, height), Image.Resampling.BILINEAR), dtype=np.int16)
+    noise = rng.integers(-20, 21, (height, width, 3), dtype=np.int16)
+    return Image.fromarray(np.clip(smooth + noise, 0, 255).astype(np.uint8))
+
+
+def _encode(image: Image.Image, fmt: str, **save_args) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **save_args)
+    return buffer.getvalue()
+
+
+def _hf_pixels(hf_processor, image: Image.Image) -> torch.Tensor:
+    return hf_processor(image, return_tensors="pt").pixel_values[0]  # (3, S, S)
+
+
+def _hf_uint8(pixels: torch.Tensor) -> np.ndarray:
+    """Undo CLIP's rescale + normalise: (3, S, S) float -> (S, S, 3) uint8, exact since the inputs were integers."""
+    return np.rint((pixels.double().numpy() * STD + MEAN) * 255).astype(np.uint8).transpose(1, 2, 0)
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims width x height (8-bit RGB) but carries 16 bytes of pixel data: costs nothing to write."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Parity with CLIPImageProcessorPil
+
+
+@pytest.mark.parametrize("width, height", [(640, 480), (300, 500), (100, 80), (337, 1001), (336, 336)])
+def test_square_mode_matches_clip_image_processor(hf_processor, width, height):
+    image = _photo_like(width, height, seed=width + height)
+    ours = LlavaSPImageProcessor(image_size=SIZE, aspect="square")
+
+    expected = _hf_pixels(hf_processor, image)
+    actual = ours([image])[0]
+
+    assert actual.shape == expected.shape == (3, SIZE, SIZE)
+    assert actual.dtype == torch.float32
+    assert (actual - expected).abs().max().item() <= 1e-2
+    # Same resize and crop: the uint8 crops are bit-identical, the float gap is only float32 rounding.
+    np.testing.assert_array_equal(ours.to_uint8(image), _hf_uint8(expected))
+    assert (actual - expected).abs().max().item() < 1e-5
+
+
+def test_pad_mode_equals_clip_on_the_expand2square_image(hf_processor):
+    image = _photo_like(640, 480, seed=1)
+    ours = LlavaSPImageProcessor(image_size=SIZE, aspect="pad")
+    assert ours.pad_fill == (122, 116, 104)
+
+    expected = _hf_pixels(hf_processor, expand_to_square(image, (122, 116, 104)))
+    actual = ours([image])[0]
+
+    assert (actual - expected).abs().max().item() <= 1e-2
+    np.testing.assert_array_equal(ours.to_uint8(image), _hf_uint8(expected))
+    # The band above the content is pure fill colour: (640 - 480) / 2 = 80 source rows -> 42 rows at 336/640.
+    np.testing.assert_array_equal(ours.to_uint8(image)[:40, :, :], np.broadcast_to([122, 116, 104], (40, SIZE, 3)))
+
+
+def test_expand_to_square_geometry_matches_llava():
+    wide = Image.new("RGB", (4, 2), (255, 255, 255))
+    square = expand_to_square(wide, (1, 2, 3))
+    pixels = np.asarray(square)
+    assert square.size == (4, 4)
+    np.testing.assert_array_equal(pixels[1:3], 255)  # content rows 1..2
+    np.testing.assert_array_equal(pixels[[0, 3]], np.broadcast_to([1, 2, 3], (2, 4, 3)))
+
+    tall = np.asarray(expand_to_square(Image.new("RGB", (1, 4), (255, 255, 255)), (0, 0, 0)))
+    assert tall.shape == (4, 4, 3)
+    # Slack 3 -> left offset 3 // 2 = 1, as LLaVA pastes at ((h - w) // 2, 0).
+    np.testing.assert_array_equal(tall[:, :, 0].max(axis=0), [0, 255, 0, 0])
+
+    already_square = Image.new("RGB", (3, 3))
+    assert expand_to_square(already_square, (0, 0, 0)) is already_square
+
+
+def test_shortest_edge_size_truncates_like_transformers():
+    assert shortest_edge_size(640, 480, 336) == (448, 336)
+    assert shortest_edge_size(300, 500, 336) == (336, 560)
+    assert shortest_edge_size(337, 1001, 336) == (336, 998)  # 336 * 1001 / 337 = 998.0059 -> 998
+    assert shortest_edge_size(100, 80, 336) == (420, 336)
+
+
+def test_normalize_maps_black_and_white_to_clip_values():
+    ours = LlavaSPImageProcessor(image_size=2, aspect="square")
+    crops = np.zeros((2, 2, 2, 3), dtype=np.uint8)
+    crops[1] = 255
+
+    pixels = ours.normalize(crops)
+
+    assert pixels.shape == (2, 3, 2, 2) and pixels.dtype == torch.float32 and pixels.is_contiguous()
+    black = -np.array(CLIP_IMAGE_MEAN) / np.array(CLIP_IMAGE_STD)
+    white = (1 - np.array(CLIP_IMAGE_MEAN)) / np.array(CLIP_IMAGE_STD)
+    np.testing.assert_allclose(pixels[0, :, 0, 0].numpy(), black, atol=1e-6)  # (-1.7923, -1.7521, -1.4802)
+    np.testing.assert_allclose(pixels[1, :, 1, 1].numpy(), white, atol=1e-6)  # (1.9303, 2.0749, 2.1459)
+    torch.testing.assert_close(ours.normalize(torch.from_numpy(crops)), pixels)
+
+
+def test_normalize_rejects_float_or_channels_first_input():
+    ours = LlavaSPImageProcessor(image_size=4)
+    with pytest.raises(ValueError, match=r"uint8 crops shaped \(N, S, S, 3\), got torch.float32"):
+        ours.normalize(np.zeros((1, 4, 4, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"got torch.uint8 \(1, 3, 4, 4\)"):
+        ours.normalize(np.zeros((1, 3, 4, 4), dtype=np.uint8))
+
+
+def test_clip_constants_equal_sp_core_processing():
+    assert CLIP_IMAGE_MEAN == processing.CLIP_IMAGE_MEAN
+    assert CLIP_IMAGE_STD == processing.CLIP_IMAGE_STD
+
+
+def test_bad_aspect_lists_the_allowed_values():
+    with pytest.raises(ValueError, match=r"aspect must be one of \['pad', 'square'\], got 'anyres'"):
+        LlavaSPImageProcessor(aspect="anyres")
+
+
+def test_processor_validation_collects_every_problem():
+    with pytest.raises(ValueError) as error:
+        LlavaSPImageProcessor(image_size=0, image_std=(0.2, 0.0, 0.3))
+    assert "image_size must be a positive int, got 0" in str(error.value)
+    assert "image_std must be positive, got (0.2, 0.0, 0.3)" in str(error.value)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Following a saved CLIP processor
+
+
+def test_from_pretrained_dir_reads_preprocessor_config(tmp_path):
+    hf = processing.clip_image_processor(224)
+    hf.image_mean = [0.5, 0.5, 0.5]
+    hf.save_pretrained(tmp_path)
+
+    ours = LlavaSPImageProcessor.from_pretrained_dir(tmp_path, aspect="square")
+
+    assert (ours.image_size, ours.image_mean, ours.image_std, ours.aspect) == (224, (0.5,) * 3, CLIP_IMAGE_STD, "square")
+    assert ours.pad_fill == (127, 127, 127)
+
+
+def test_from_pretrained_dir_reads_nested_processor_config(tmp_path):
+    config = processing.clip_image_processor(112).to_dict()
+    nested = {"processor_class": "LlavaProcessor", "image_processor": config}
+    (tmp_path / "processor_config.json").write_text(json.dumps(nested))
+    assert LlavaSPImageProcessor.from_pretrained_dir(tmp_path).image_size == 112
+
+
+def test_from_pretrained_dir_without_config_says_what_it_looked_for(tmp_path):
+    with pytest.raises(FileNotFoundError, match="preprocessor_config.json"):
+        LlavaSPImageProcessor.from_pretrained_dir(tmp_path)
+
+
+def test_from_clip_processor_follows_size_and_refuses_a_squashing_resize():
+    assert LlavaSPImageProcessor.from_clip_processor(processing.clip_image_processor(448)).image_size == 448
+
+    squash = processing.clip_image_processor(336)
+    config = squash.to_dict() | {"size": {"height": 336, "width": 336}, "resample": 2}
+    with pytest.raises(ValueError) as error:
+        LlavaSPImageProcessor.from_config_dict(config)
+    assert "size must be {'shortest_edge': N}" in str(error.value)
+    assert "resample must be 3 (bicubic), got 2" in str(error.value)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Decoding and mode conversion
+
+
+def test_exif_orientation_6_is_applied():
+    image = Image.new("RGB", (40, 20), (128, 128, 128))
+    image.paste((255, 0, 0), (0, 0, 8, 8))  # red marker in the stored top-left corner
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+
+    loaded = load_rgb_image(_encode(image, "JPEG", quality=95, exif=exif))
+
+    assert loaded.mode == "RGB" and loaded.size == (20, 40)
+    red, green, _ = loaded.getpixel((16, 3))  # the marker is now in the top-right corner
+    assert red > 200 and green < 60
+    assert max(abs(value - 128) for value in loaded.getpixel((3, 3))) < 10
+
+
+def test_palette_with_transparency_becomes_white():
+    image = Image.new("P", (4, 2))
+    image.putpalette([255, 0, 0, 0, 0, 255])  # index 0 red (transparent), index 1 blue
+    image.paste(1, (2, 0, 4, 2))
+    image.info["transparency"] = 0
+
+    loaded = load_rgb_image(_encode(image, "PNG"))
+
+    assert loaded.mode == "RGB"
+    np.testing.assert_array_equal(np.asarray(loaded)[0], [[255, 255, 255]] * 2 + [[0, 0, 255]] * 2)
+
+
+def test_rgba_composites_onto_white():
+    pixels = np.zeros((1, 3, 4), dtype=np.uint8)
+    pixels[0, :, :3] = (10, 20, 30)
+    pixels[0, :, 3] = (0, 255, 128)  # transparent, opaque, half
+
+    loaded = load_rgb_image(_encode(Image.fromarray(pixels), "PNG"))
+
+    assert loaded.mode == "RGB"
+    # Half alpha: 10 * 128/255 + 255 * 127/255 = 132.0 (and 137.0, 142.0 for G, B).
+    np.testing.assert_allclose(np.asarray(loaded)[0], [[255, 255, 255], [10, 20, 30], [132, 137, 142]], atol=1)
+
+
+def test_la_l_and_1_become_grey_rgb():
+    la = Image.fromarray(np.array([[[50, 0], [50, 255]]], dtype=np.uint8))  # (1, 2, 2) -> mode LA
+    assert la.mode == "LA"
+    np.testing.assert_array_equal(np.asarray(load_rgb_image(_encode(la, "PNG")))[0], [[255] * 3, [50] * 3])
+
+    grey = load_rgb_image(_encode(Image.new("L", (2, 1), 77), "PNG"))
+    assert grey.mode == "RGB" and grey.getpixel((0, 0)) == (77, 77, 77)
+
+    bilevel = Image.new("1", (2, 1), 0)
+    bilevel.putpixel((1, 0), 1)
+    np.testing.assert_array_equal(np.asarray(load_rgb_image(_encode(bilevel, "PNG")))[0], [[0] * 3, [255] * 3])
+
+
+def test_16_bit_greyscale_is_rescaled_not_clipped():
+    values = np.array([[0, 257, 32896, 65535]], dtype=np.uint16)
+    encoded = _encode(Image.fromarray(values), "PNG")
+    assert Image.open(io.BytesIO(encoded)).mode == "I;16"
+
+    loaded = load_rgb_image(encoded)
+
+    assert loaded.mode == "RGB"
+    np.testing.assert_array_equal(np.asarray(loaded)[0, :, 0], [0, 1, 128, 255])
+    np.testing.assert_array_equal(np.asarray(loaded)[0, :, 1], np.asarray(loaded)[0, :, 2])
+
+
+def test_big_endian_16_bit_32_bit_and_float_modes():
+    big_endian = Image.frombytes("I;16B", (3, 1), np.array([0, 32896, 65535], dtype=">u2").tobytes())
+    np.testing.assert_array_equal(np.asarray(to_rgb(big_endian))[0, :, 0], [0, 128, 255])
+
+    int32 = Image.fromarray(np.array([[-5, 0, 65535, 70000]], dtype=np.int32))
+    assert int32.mode == "I"
+    np.testing.assert_array_equal(np.asarray(to_rgb(int32))[0, :, 0], [0, 0, 255, 255])
+
+    unit_float = Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32))
+    assert unit_float.mode == "F"
+    np.testing.assert_array_equal(np.asarray(to_rgb(unit_float))[0, :, 0], [0, 128, 255])
+    byte_float = Image.fromarray(np.array([[0.0, 100.4, 300.0]], dtype=np.float32))
+    np.testing.assert_array_equal(np.asarray(to_rgb(byte_float))[0, :, 0], [0, 100, 255])
+
+
+def test_cmyk_and_ycbcr_become_rgb():
+    cmyk = Image.new("CMYK", (2, 1), (0, 255, 255, 0))
+    cmyk.putpixel((1, 0), (0, 0, 0, 255))
+    loaded = load_rgb_image(_encode(cmyk, "TIFF"))
+    assert loaded.mode == "RGB"
+    np.testing.assert_array_equal(np.asarray(loaded)[0], [[255, 0, 0], [0, 0, 0]])
+
+    ycbcr = to_rgb(Image.new("YCbCr", (1, 1), (200, 128, 128)))
+    assert ycbcr.mode == "RGB"
+    np.testing.assert_allclose(ycbcr.getpixel((0, 0)), (200, 200, 200), atol=1)
+
+
+def test_processor_converts_non_rgb_inputs_itself():
+    ours = LlavaSPImageProcessor(image_size=8, aspect="square")
+    grey = Image.new("L", (16, 8), 90)
+    np.testing.assert_array_equal(ours.to_uint8(grey), np.full((8, 8, 3), 90, dtype=np.uint8))
+
+
+def test_load_accepts_paths(tmp_path):
+    path = tmp_path / "red.png"
+    Image.new("RGB", (3, 2), (255, 0, 0)).save(path)
+    for source in (path, str(path)):
+        loaded = load_rgb_image(source)
+        assert loaded.size == (3, 2) and loaded.getpixel((2, 1)) == (255, 0, 0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bad images: one reason each
+
+
+def test_garbage_bytes_are_undecodable():
+    with pytest.raises(ImageError) as error:
+        load_rgb_image(b"definitely not an image" * 10)
+    assert error.value.reason == "image_undecodable"
+    assert isinstance(error.value, ValueError)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_file_cut_in_half_is_truncated(fmt):
+    encoded = _encode(_photo_like(120, 80), fmt)
+    with pytest.raises(ImageError, match="truncated") as error:
+        load_rgb_image(encoded[: len(encoded) // 2])
+    assert error.value.reason == "image_truncated"
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False  # no PIL global was flipped to get here
+
+
+def test_too_many_pixels_is_too_large_with_sizes_in_the_message():
+    with pytest.raises(ImageTooLargeError, match=r"64x64 = 4096 pixels, over max_pixels=1000") as error:
+        load_rgb_image(_encode(_photo_like(64, 64), "JPEG"), max_pixels=1000)
+    assert error.value.reason == "image_too_large"
+
+
+def test_pixel_budget_is_checked_before_decoding():
+    # The header says 1000x1000 but the pixel data is 16 bytes: decoding would fail as truncated, so getting
+    # image_too_large proves the size check ran first.
+    header_only = _png_header_only(1000, 1000)
+    with pytest.raises(ImageError) as decoded:
+        load_rgb_image(header_only)
+    assert decoded.value.reason == "image_truncated"
+
+    with pytest.raises(ImageError) as checked:
+        load_rgb_image(header_only, max_pixels=999_999)
+    assert checked.value.reason == "image_too_large"
+
+
+@pytest.mark.parametrize("side", [10_000, 50_000])  # PIL warns over 89.5M pixels, raises over 179M
+def test_pil_decompression_bomb_check_becomes_too_large(side):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing may leak out as a warning either
+        with pytest.raises(ImageError, match="pixel limit") as error:
+            load_rgb_image(_png_header_only(side, side), max_pixels=10**10)
+    assert error.value.reason == "image_too_large"
+
+
+def test_missing_file_raises_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.jpg"):
+        load_rgb_image(tmp_path / "missing.jpg")
