@@ -37,7 +37,7 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
             problems.append(f"override {override!r} is not key=value")
             continue
         _set_nested(values, key.strip().split("."), yaml.safe_load(raw) if raw.strip() else "")
-    config = _build(schema, values, "", problems) if not problems else None
+    config = _build(schema, values, "", problems)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
     return config
@@ -71,13 +71,14 @@ def _build(schema: type, values: dict[str, Any], where: str, problems: list[str]
     for key in sorted(set(values) - set(fields)):
         problems.append(f"unknown option {where}{key!r}; allowed: {', '.join(fields)}")
     arguments = {}
+    before = len(problems)  # unknown keys above do not stop the schema's own validation from reporting too
     for name, field in fields.items():
         if name not in values:
             if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
                 problems.append(f"option {where}{name!r} is required")
             continue
         arguments[name] = _coerce(values[name], hints[name], f"{where}{name}", problems)
-    if problems:
+    if len(problems) > before:
         return None
     try:
         return schema(**arguments)
@@ -118,6 +119,11 @@ def _coerce(value: Any, annotation: Any, name: str, problems: list[str]) -> Any:
         return value
     if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, str):
+        try:  # YAML 1.1 reads 2e-5 (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
     if annotation is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if isinstance(annotation, type) and not isinstance(value, annotation):

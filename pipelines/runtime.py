@@ -11,12 +11,15 @@ logger = logging.getLogger(__name__)
 
 
 def init_ray(num_cpus: int | None = None) -> None:
-    """Under `ray job submit` (RAY_ADDRESS set) join that cluster; otherwise start a local Ray on this machine."""
+    """Under `ray job submit` (RAY_ADDRESS set) join that cluster; otherwise start a local Ray on this machine.
+
+    address="local" on purpose: a bare ray.init() would join whatever cluster /tmp/ray/ray_current_cluster names,
+    even a dead one left by an earlier `ray start`."""
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
     logger.info("ray: %s", ray.cluster_resources())

@@ -91,8 +91,9 @@ def test_square_mode_matches_clip_image_processor(hf_processor, width, height):
     assert (actual - expected).abs().max().item() < 1e-5
 
 
-def test_pad_mode_equals_clip_on_the_expand2square_image(hf_processor):
-    image = _photo_like(640, 480, seed=1)
+@pytest.mark.parametrize("width, height", [(640, 480), (300, 500)])
+def test_pad_mode_equals_clip_on_the_expand2square_image(hf_processor, width, height):
+    image = _photo_like(width, height, seed=1)
     ours = LlavaSPImageProcessor(image_size=SIZE, aspect="pad")
     assert ours.pad_fill == (122, 116, 104)
 
@@ -101,8 +102,13 @@ def test_pad_mode_equals_clip_on_the_expand2square_image(hf_processor):
 
     assert (actual - expected).abs().max().item() <= 1e-2
     np.testing.assert_array_equal(ours.to_uint8(image), _hf_uint8(expected))
-    # The band above the content is pure fill colour: (640 - 480) / 2 = 80 source rows -> 42 rows at 336/640.
-    np.testing.assert_array_equal(ours.to_uint8(image)[:40, :, :], np.broadcast_to([122, 116, 104], (40, SIZE, 3)))
+
+
+def test_pad_mode_fills_the_band_with_the_mean_colour():
+    crop = LlavaSPImageProcessor(image_size=SIZE, aspect="pad").to_uint8(_photo_like(640, 480))
+    # (640 - 480) / 2 = 80 source rows of fill above the content -> 42 rows at 336/640; the top 40 are pure fill.
+    np.testing.assert_array_equal(crop[:40], np.broadcast_to([122, 116, 104], (40, SIZE, 3)))
+    assert crop.shape == (SIZE, SIZE, 3) and crop.dtype == np.uint8 and crop.flags.c_contiguous
 
 
 def test_expand_to_square_geometry_matches_llava():

@@ -1,0 +1,59 @@
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from pipelines.config import ConfigError, flatten, load_config
+from pipelines.data.preprocess import PreprocessConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+# The job each YAML names in its first line -> the schema it binds to.
+SCHEMAS = {"jobs/preprocess.py": PreprocessConfig}
+
+
+@dataclass
+class Inner:
+    lr: float = 1e-3
+    steps: int = 10
+
+
+@dataclass
+class Outer:
+    name: str = "x"
+    tags: list[str] = field(default_factory=list)
+    inner: Inner = field(default_factory=Inner)
+    limit: int | None = None
+    flag: bool = False
+
+
+def test_overrides_parse_as_yaml_values(tmp_path):
+    (tmp_path / "c.yaml").write_text("name: base\ninner:\n  steps: 3\n")
+    config = load_config(Outer, tmp_path / "c.yaml", ["inner.lr=2e-5", "tags=[a, b]", "limit=7", "flag=true"])
+    assert config == Outer(name="base", tags=["a", "b"], inner=Inner(lr=2e-5, steps=3), limit=7, flag=True)
+    assert load_config(Outer, None, ["tags=single", "limit=null", "name=12"]) == Outer(name="12", tags=["single"])
+    assert flatten(config)["inner.lr"] == 2e-5
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(ConfigError) as error:
+        load_config(Outer, None, ["inner.steps=many", "colour=red", "flag=maybe", "noequals", "inner.lr=true"])
+    message = str(error.value)
+    for fragment in ("'inner.steps' must be int, got 'many'", "unknown option 'colour'", "'flag' must be bool",
+                     "'noequals' is not key=value", "'inner.lr' must be float"):
+        assert fragment in message
+
+
+def test_schema_validation_runs_alongside_unknown_keys():
+    with pytest.raises(ConfigError) as error:
+        load_config(PreprocessConfig, None, ["template=llava_v0", "bogus=1"])
+    assert "unknown option 'bogus'" in str(error.value) and "template='llava_v0'" in str(error.value)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "infra" / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_yaml_config_binds_to_the_schema_of_the_job_it_names(path):
+    first_line = path.read_text().splitlines()[0]
+    match = re.match(r"# python (jobs/\w+\.py) --config (\S+)", first_line)
+    assert match, f"{path.name}: the first line must be the command that runs it"
+    assert match.group(2) == f"infra/configs/{path.name}"
+    load_config(SCHEMAS[match.group(1)], path)
