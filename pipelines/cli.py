@@ -20,7 +20,7 @@ def parse_config(schema: type[T], argv: list[str] | None, description: str) -> T
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML file with options (see infra/configs/)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="override one option")
-    arguments = parser.parse_args(argv)
+    arguments = parser.parse_intermixed_args(argv)
     return load_config(schema, arguments.config, arguments.overrides)
 
 

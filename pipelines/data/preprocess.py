@@ -35,7 +35,8 @@ from sp_core.conversation import TEMPLATES
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1  # bump when the shard layout or row processing changes meaning
+FORMAT_VERSION = 2  # bump when the shard layout or row processing changes meaning
+ROWS_PER_ROW_GROUP = 32
 
 
 @dataclass
@@ -188,8 +189,9 @@ def _write_partition(processed: ray.data.Dataset, status: str, schema: pa.Schema
     for leftover in directory.glob(f"{name}-*.parquet"):
         leftover.unlink()
     temporary = directory.parent / f".{name}-{status}-{uuid.uuid4().hex}"
+    # Small row groups: training reads planned rows by random access, a row group at a time.
     processed.map_batches(_select, batch_format="pyarrow", fn_args=(status, schema), num_cpus=0.5).write_parquet(
-        str(temporary))
+        str(temporary), row_group_size=ROWS_PER_ROW_GROUP)
     for part, path in enumerate(sorted(temporary.glob("*.parquet"))):
         if pq.ParquetFile(path).metadata.num_rows:
             path.rename(directory / f"{name}-{part:03d}.parquet")

@@ -1,0 +1,84 @@
+"""MLflow: where runs go, and the plots a person looks at.
+
+Default store: the embedded MLflow, sqlite:///<abs cwd>/mlflow.db with artifacts in ./mlruns (MLflow 3's own
+default, made absolute so that Ray workers, whose cwd differs, write to the same place); MLFLOW_TRACKING_URI
+overrides. The store is created in the driver, before any worker, because two workers creating the same fresh
+sqlite file at once crash.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+
+
+def tracking_uri() -> str:
+    configured = os.environ.get("MLFLOW_TRACKING_URI")
+    if configured:
+        return configured
+    return f"sqlite:///{Path('mlflow.db').absolute()}"
+
+
+def start_run(experiment: str, run_name: str, tags: dict[str, str] | None = None) -> tuple[str, str]:
+    """(tracking uri, run id) of a new run in `experiment` (created if missing)."""
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        experiment_id = found.experiment_id
+    else:
+        artifacts = None if os.environ.get("MLFLOW_TRACKING_URI") else Path("mlruns").absolute().as_uri()
+        experiment_id = client.create_experiment(experiment, artifact_location=artifacts)
+    run = client.create_run(experiment_id, run_name=run_name, tags=tags or {})
+    return uri, run.info.run_id
+
+
+def log_params(uri: str, run_id: str, params: dict) -> None:
+    from mlflow.entities import Param
+
+    client = MlflowClient(uri)
+    items = [Param(key, str(value)[:6000]) for key, value in sorted(params.items())]
+    for start in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[start : start + 100])
+
+
+def log_metric_curves(uri: str, run_id: str, keys: tuple[str, ...] = ("loss", "lr", "grad_norm")) -> None:
+    """A PNG of each logged per-step metric, as artifacts under plots/."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    client = MlflowClient(uri)
+    for key in keys:
+        history = sorted(client.get_metric_history(run_id, key), key=lambda metric: metric.step)
+        if not history:
+            continue
+        figure, axis = plt.subplots(figsize=(6, 3.5))
+        axis.plot([m.step for m in history], [m.value for m in history], linewidth=1.2)
+        axis.set_xlabel("optimizer step")
+        axis.set_ylabel(key)
+        axis.set_title(f"{key} ({client.get_run(run_id).info.run_name})")
+        axis.grid(alpha=0.3)
+        figure.tight_layout()
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=110)
+        plt.close(figure)
+        client.log_image(run_id, _png_to_image(buffer), artifact_file=f"plots/{key}.png")
+
+
+def _png_to_image(buffer: io.BytesIO):
+    from PIL import Image
+
+    buffer.seek(0)
+    return Image.open(buffer).convert("RGB")
+
+
+def run_artifact_dir(uri: str, run_id: str, artifact_path: str) -> Path:
+    """A local copy of a run's artifact directory (downloaded when the store is remote)."""
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, tracking_uri=uri))

@@ -1,0 +1,95 @@
+"""Training rows: the shard index, a reader that fetches planned rows from the shards, and the collator.
+
+Workers stream their rows through Ray Data (ray.train.get_dataset_shard): each worker's dataset is its slice of the
+TrainingPlan (a small table of file + row numbers), mapped to shard rows by `ShardRowReader`, which reads only the
+parquet row groups that hold them. Order is preserved, so step k is the same micro-batches on every run.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from sp_core.conversation import IGNORE_INDEX
+from sp_core.image_processing import LlavaSPImageProcessor
+
+TRAINING_COLUMNS = ["id", "input_ids", "labels", "pixel_values", "has_image", "image_size", "length"]
+
+
+def shard_files(dataset_dir: str | Path) -> list[Path]:
+    files = sorted((Path(dataset_dir) / "shards").glob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"no shards in {Path(dataset_dir) / 'shards'}: run jobs/preprocess.py first")
+    return files
+
+
+def shard_index(dataset_dir: str | Path) -> pa.Table:
+    """One row per training sample: file, row_in_file, modality_length (read without touching the pixels)."""
+    files, rows, lengths = [], [], []
+    for path in shard_files(dataset_dir):
+        column = pq.read_table(path, columns=["modality_length"]).column("modality_length").to_numpy()
+        files.extend([str(path)] * len(column))
+        rows.append(np.arange(len(column), dtype=np.int64))
+        lengths.append(column)
+    return pa.table({"file": files, "row_in_file": np.concatenate(rows),
+                     "modality_length": np.concatenate(lengths).astype(np.int64)})
+
+
+@functools.lru_cache(maxsize=256)
+def _row_group_starts(path: str) -> np.ndarray:
+    metadata = pq.ParquetFile(path).metadata
+    return np.cumsum([0] + [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)])
+
+
+class ShardRowReader:
+    """Ray Data batch function: a batch of (position, file, row_in_file) -> those shard rows, in the same order."""
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        files = np.asarray(batch.column("file").to_pylist())
+        rows = batch.column("row_in_file").to_numpy()
+        pieces: list[pa.Table] = []
+        for path in dict.fromkeys(files.tolist()):
+            selected = np.flatnonzero(files == path)
+            wanted = rows[selected]
+            starts = _row_group_starts(path)
+            group_of = np.searchsorted(starts, wanted, side="right") - 1
+            groups = np.unique(group_of).tolist()
+            table = pq.ParquetFile(path).read_row_groups(groups, columns=TRAINING_COLUMNS)
+            sizes = [int(starts[g + 1] - starts[g]) for g in groups]
+            base_of = dict(zip(groups, np.cumsum([0] + sizes[:-1]).tolist()))
+            local = [base_of[int(g)] + int(r - starts[g]) for g, r in zip(group_of, wanted)]
+            pieces.append(table.take(pa.array(local)).append_column(
+                "position", batch.column("position").take(pa.array(selected))))
+        return pa.concat_tables(pieces).sort_by("position")
+
+
+def collate(batch: pa.Table, pad_token_id: int, image_processor: LlavaSPImageProcessor) -> dict[str, torch.Tensor]:
+    """Right-padded input_ids / labels / attention_mask, and normalised pixels of the image rows, in row order."""
+    input_ids = batch.column("input_ids").to_pylist()
+    labels = batch.column("labels").to_pylist()
+    longest = max(len(ids) for ids in input_ids)
+    ids_tensor = torch.full((len(input_ids), longest), pad_token_id, dtype=torch.long)
+    label_tensor = torch.full((len(input_ids), longest), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(input_ids), longest), dtype=torch.long)
+    for i, (ids, target) in enumerate(zip(input_ids, labels)):
+        ids_tensor[i, : len(ids)] = torch.tensor(ids)
+        label_tensor[i, : len(target)] = torch.tensor(target)
+        mask[i, : len(ids)] = 1
+    result = {"input_ids": ids_tensor, "labels": label_tensor, "attention_mask": mask}
+    images = [raw for raw, has in zip(batch.column("pixel_values").to_pylist(), batch.column("has_image").to_pylist())
+              if has]
+    if images:
+        size = image_processor.image_size
+        crops = np.stack([np.frombuffer(raw, dtype=np.uint8).reshape(size, size, 3) for raw in images])
+        result["pixel_values"] = image_processor.normalize(crops)
+    return result
+
+
+def target_tokens(labels: torch.Tensor) -> int:
+    """Tokens that carry loss after the causal shift."""
+    return int((labels[:, 1:] != IGNORE_INDEX).sum())

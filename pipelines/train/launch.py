@@ -1,0 +1,134 @@
+"""Driver side of training: resolve inputs, plan the data, start Ray Train + DeepSpeed, track in MLflow."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import ray
+import ray.train
+import yaml
+from ray.train.torch import TorchTrainer
+from transformers import AutoTokenizer
+
+from pipelines import tracking
+from pipelines.config import flatten
+from pipelines.train.config import TrainConfig
+from pipelines.train.data import ShardRowReader, shard_index
+from pipelines.train.loop import train_func
+from pipelines.train.model_setup import resolve_precision
+from pipelines.train.plan import make_plan, plan_table
+from sp_core.image_processing import LlavaSPImageProcessor
+
+logger = logging.getLogger(__name__)
+INFRA = Path(__file__).resolve().parents[2] / "infra"
+CHECKPOINT_ARTIFACT = "checkpoint"
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path  # the final checkpoint directory (holds model/ for serving)
+    run_id: str
+    tracking_uri: str
+    metrics: dict
+
+    @property
+    def model_dir(self) -> Path:
+        return self.checkpoint / "model"
+
+
+def deepspeed_config(config: TrainConfig) -> dict:
+    """infra/deepspeed/zero{stage}.json with its "auto" fields filled from the training config."""
+    settings = json.loads((INFRA / "deepspeed" / f"zero{config.zero_stage}.json").read_text())
+    filled = {
+        "train_micro_batch_size_per_gpu": config.micro_batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "train_batch_size": config.samples_per_step,
+        "gradient_clipping": config.max_grad_norm,
+    }
+    settings.update({key: value for key, value in filled.items() if settings.get(key) == "auto"})
+    settings["bf16"] = {"enabled": resolve_precision(config) == "bf16"}
+    for key, value in list(settings["zero_optimization"].items()):
+        if value == "auto":
+            del settings["zero_optimization"][key]  # DeepSpeed's own default
+    return settings
+
+
+def resolve_stage1(init_from: str, uri: str) -> Path | None:
+    """A stage-1 checkpoint dir from a path or "mlflow:<run_id>"."""
+    if not init_from:
+        return None
+    if init_from.startswith("mlflow:"):
+        return tracking.run_artifact_dir(uri, init_from.split(":", 1)[1], CHECKPOINT_ARTIFACT)
+    path = Path(init_from)
+    if not (path / "projector.safetensors").is_file():
+        raise FileNotFoundError(f"init_from={init_from}: no projector.safetensors there (a stage-1 checkpoint dir?)")
+    return path
+
+
+def train(config: TrainConfig, model_dir: str, data_dir: str) -> TrainResult:
+    """Run one stage (Ray must be initialised). Re-running with the same run_name and storage_path resumes."""
+    index = shard_index(data_dir)
+    plan = make_plan(index.column("modality_length").to_numpy(), config.num_workers, config.micro_batch_size,
+                     config.gradient_accumulation_steps, config.epochs, config.seed, config.max_steps)
+    ray.data.DataContext.get_current().enable_progress_bars = False  # per-step metrics go to MLflow instead
+    reader = ShardRowReader()
+    datasets = {
+        f"rank{rank}": ray.data.from_arrow(plan_table(plan, rank, index)).map_batches(
+            reader, batch_format="pyarrow", batch_size=config.micro_batch_size, num_cpus=0.25)
+        for rank in range(config.num_workers)
+    }
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    uri, run_id = tracking.start_run(config.experiment, config.name, tags={"stage": config.stage,
+                                                                           "variant": config.variant})
+    tracking.log_params(uri, run_id, {**flatten(asdict(config)), "world_size": config.num_workers,
+                                      "model_dir": model_dir, "data_dir": data_dir, "plan_steps": plan.steps,
+                                      "train_rows": index.num_rows})
+    stage1 = resolve_stage1(config.init_from, uri)
+    image_processor = LlavaSPImageProcessor.from_pretrained_dir(model_dir)
+    loop_config = {
+        "train": asdict(config),
+        "model_dir": model_dir,
+        "stage1_checkpoint": str(stage1) if stage1 else None,
+        "plan_steps": plan.steps,
+        "deepspeed": deepspeed_config(config),
+        "pad_token_id": tokenizer.pad_token_id,
+        "image_processor": asdict(image_processor),
+        "tracker": {"uri": uri, "run_id": run_id},
+    }
+    trainer = TorchTrainer(
+        train_func,
+        train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
+                                               resources_per_worker={"CPU": config.cpus_per_worker}),
+        datasets=datasets,
+        # Every worker reads only its own planned dataset, in order.
+        dataset_config=ray.train.DataConfig(datasets_to_split=[],
+                                            execution_options=ray.data.ExecutionOptions(preserve_order=True)),
+        run_config=ray.train.RunConfig(
+            name=config.name,
+            storage_path=str(Path(config.storage_path).absolute()),
+            failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.keep_checkpoints),
+        ),
+    )
+    result = trainer.fit()
+    checkpoint = Path(result.checkpoint.path)
+    _log_artifacts(uri, run_id, config, checkpoint)
+    return TrainResult(checkpoint, run_id, uri, dict(result.metrics or {}))
+
+
+def _log_artifacts(uri: str, run_id: str, config: TrainConfig, checkpoint: Path) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    client.log_text(run_id, yaml.safe_dump(asdict(config), sort_keys=False), "config.yaml")
+    for item in sorted(checkpoint.iterdir()):  # the weights and state; DeepSpeed's optimizer state stays with Ray
+        if item.is_dir() and item.name != "deepspeed":
+            client.log_artifacts(run_id, str(item), f"{CHECKPOINT_ARTIFACT}/{item.name}")
+        elif item.is_file():
+            client.log_artifact(run_id, str(item), CHECKPOINT_ARTIFACT)
+    tracking.log_metric_curves(uri, run_id)
+    client.set_terminated(run_id)

@@ -1,0 +1,158 @@
+"""The per-worker training function: plain PyTorch + DeepSpeed, with the Ray touchpoints marked [ray].
+
+Loss normalisation: the loss of an optimizer step is the mean over every target token of the step, across
+micro-batches and workers (not a mean of per-batch means, which would overweight short samples). Each micro-batch's
+summed token loss is scaled by workers x accumulation / (target tokens of the whole step), because DeepSpeed divides
+by the accumulation steps and averages gradients over workers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import deepspeed
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from transformers import get_cosine_schedule_with_warmup
+
+import ray.train
+from pipelines.train.checkpoint import (
+    DEEPSPEED_DIR,
+    DEEPSPEED_TAG,
+    export_model,
+    read_trainer_state,
+    save_probe,
+    save_trained_weights,
+    write_trainer_state,
+)
+from pipelines.train.config import TrainConfig
+from pipelines.train.data import collate, target_tokens
+from pipelines.train.model_setup import build_stage_model, parameter_groups
+from sp_core.image_processing import LlavaSPImageProcessor
+
+logger = logging.getLogger(__name__)
+
+
+def _prepare_deepspeed_on_cpu(use_gpu: bool) -> None:
+    if not use_gpu:
+        # The shared-memory communication op would be compiled with a C++ toolchain on first use (~30 s per
+        # worker); gloo needs none of it.
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
+def train_func(loop_config: dict[str, Any]) -> None:
+    config = TrainConfig(**loop_config["train"])
+    context = ray.train.get_context()  # [ray]
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.set_num_threads(config.torch_threads)
+    _prepare_deepspeed_on_cpu(config.use_gpu)
+    deepspeed.init_distributed(dist_backend="nccl" if config.use_gpu else "gloo")
+    device = torch.device("cuda", torch.cuda.current_device()) if config.use_gpu else torch.device("cpu")
+
+    stage1 = Path(loop_config["stage1_checkpoint"]) if loop_config.get("stage1_checkpoint") else None
+    model = build_stage_model(config, loop_config["model_dir"], stage1)
+    optimizer = torch.optim.AdamW(parameter_groups(model, config), lr=config.lr, betas=(0.9, 0.999))
+    total_steps = loop_config["plan_steps"]
+    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * total_steps), total_steps)
+    engine, optimizer, _, scheduler = deepspeed.initialize(
+        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=loop_config["deepspeed"]
+    )
+
+    start_step = 0
+    checkpoint = ray.train.get_checkpoint()  # [ray] set after a worker failure or when resuming a stopped run
+    if checkpoint:
+        with checkpoint.as_directory() as directory:
+            engine.load_checkpoint(str(Path(directory) / DEEPSPEED_DIR), tag=DEEPSPEED_TAG, load_module_strict=False)
+            start_step = read_trainer_state(Path(directory))["step"]
+        logger.info("rank %d resumes at step %d", rank, start_step)
+
+    image_processor = LlavaSPImageProcessor(**loop_config["image_processor"])
+    shard = ray.train.get_dataset_shard(f"rank{rank}")  # [ray] this worker's planned rows, in plan order
+    batches = shard.iter_batches(batch_size=config.micro_batch_size, batch_format="pyarrow", prefetch_batches=2)
+    micro_batches = itertools.islice(batches, start_step * config.gradient_accumulation_steps, None)
+    tracker = loop_config.get("tracker") if rank == 0 else None
+    metrics_logger = _metrics_logger(tracker)
+
+    for step in range(start_step, total_steps):
+        started = time.perf_counter()
+        step_batches = [collate(next(micro_batches), loop_config["pad_token_id"], image_processor)
+                        for _ in range(config.gradient_accumulation_steps)]
+        counts = torch.tensor([sum(target_tokens(b["labels"]) for b in step_batches),
+                               sum(int(b["attention_mask"].sum()) for b in step_batches),
+                               sum(len(b["input_ids"]) for b in step_batches)], dtype=torch.float64)
+        dist.all_reduce(counts)
+        global_targets, global_tokens, global_samples = counts.tolist()
+        torch.manual_seed(config.seed + 1_000_003 * step + rank)  # dropout masks depend on the step, not history
+        step_loss = torch.zeros((), dtype=torch.float64)
+        for batch in step_batches:
+            batch = {name: tensor.to(device) for name, tensor in batch.items()}
+            loss_sum = _summed_token_loss(engine, batch)
+            engine.backward(loss_sum * world * config.gradient_accumulation_steps / max(global_targets, 1.0))
+            engine.step()
+            step_loss += loss_sum.detach().double().cpu()
+        dist.all_reduce(step_loss)
+        seconds = time.perf_counter() - started
+        metrics = {
+            "loss": step_loss.item() / max(global_targets, 1.0),
+            "lr": scheduler.get_last_lr()[0],
+            "grad_norm": float(engine.get_global_grad_norm() or 0.0),
+            "tokens_per_s": global_tokens / seconds,
+            "samples_per_s": global_samples / seconds,
+            "step": step + 1,
+        }
+        if metrics_logger and (step + 1) % config.log_every == 0:
+            metrics_logger(metrics, step + 1)
+        final = step + 1 == total_steps
+        if (step + 1) % config.checkpoint_every == 0 or final:
+            probe = step_batches[-1] if final else None
+            _checkpoint_and_report(engine, config, loop_config, rank, world, metrics, probe)  # [ray]
+
+
+def _summed_token_loss(engine: deepspeed.DeepSpeedEngine, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    labels = batch.pop("labels")
+    logits = engine(**batch).logits
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100,
+                           reduction="sum")
+
+
+def _checkpoint_and_report(engine: deepspeed.DeepSpeedEngine, config: TrainConfig, loop_config: dict, rank: int,
+                           world: int, metrics: dict, probe: dict[str, torch.Tensor] | None) -> None:
+    """Every rank saves its DeepSpeed state; rank 0 the trained weights (and at the end the whole model, plus the
+    live model's logits on its last micro-batch, so a reload can be checked against them)."""
+    final = probe is not None
+    with tempfile.TemporaryDirectory() as temporary:
+        directory = Path(temporary)
+        engine.save_checkpoint(str(directory / DEEPSPEED_DIR), tag=DEEPSPEED_TAG, exclude_frozen_parameters=True)
+        if rank == 0:
+            save_trained_weights(engine.module, directory, config.full_finetune)
+            write_trainer_state(directory, {"step": metrics["step"], "world_size": world,
+                                            "samples_seen": metrics["step"] * config.samples_per_step,
+                                            "final": final, "config": loop_config["train"]})
+            if final:
+                save_probe(engine.module, probe, directory)
+                export_model(engine.module, loop_config["model_dir"], directory)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(temporary))  # [ray] a barrier
+
+
+def _metrics_logger(tracker: dict | None):
+    """Rank 0 logs every step's metrics to the driver's MLflow run (tracker = uri + run id)."""
+    if not tracker:
+        return None
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    client = MlflowClient(tracking_uri=tracker["uri"])
+
+    def log(metrics: dict, step: int) -> None:
+        now = int(time.time() * 1000)
+        client.log_batch(tracker["run_id"], metrics=[Metric(key, float(value), now, step)
+                                                     for key, value in metrics.items() if key != "step"])
+
+    return log

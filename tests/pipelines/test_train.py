@@ -1,0 +1,128 @@
+"""Both training stages on a real local Ray with real DeepSpeed on 2 CPU workers, tracked in a real MLflow store."""
+
+import json
+import os
+
+import pytest
+import torch
+from mlflow import MlflowClient
+from safetensors.torch import load_file
+
+from pipelines.train.config import TrainConfig
+from pipelines.train.job import run_stage
+from pipelines.train.launch import resolve_stage1
+from sp_core.loading import load_llava_sp
+from sp_core.modeling import LlavaSPForConditionalGeneration
+
+pytestmark = pytest.mark.integration
+COMMON = dict(num_workers=2, micro_batch_size=4, checkpoint_every=4, max_steps=8, keep_checkpoints=2,
+              lr=2e-3, warmup_ratio=0.1)
+
+
+@pytest.fixture(scope="module")
+def environment(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    saved = {key: os.environ.get(key) for key in ("LLAVA_SP_HOME", "MLFLOW_TRACKING_URI")}
+    os.environ["LLAVA_SP_HOME"] = str(root / "home")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
+    yield root
+    for key, value in saved.items():
+        os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+
+
+@pytest.fixture(scope="module")
+def stage1(ray_session, environment):
+    return run_stage(TrainConfig(stage="pretrain", storage_path=str(environment / "runs"), **COMMON))
+
+
+@pytest.fixture(scope="module")
+def stage2(ray_session, environment, stage1):
+    return run_stage(TrainConfig(stage="finetune", init_from=str(stage1.checkpoint), lora_r=8, lora_alpha=16,
+                                 storage_path=str(environment / "runs"), **COMMON))
+
+
+def _base_model(environment) -> LlavaSPForConditionalGeneration:
+    return LlavaSPForConditionalGeneration.from_pretrained(environment / "home" / "models" / "tiny-cropping")
+
+
+def _losses(result) -> list[float]:
+    history = MlflowClient(result.tracking_uri).get_metric_history(result.run_id, "loss")
+    by_step = {}
+    for metric in sorted(history, key=lambda m: m.timestamp):
+        by_step[metric.step] = metric.value
+    return [by_step[step] for step in sorted(by_step)]
+
+
+def test_stage1_trains_only_the_projector(stage1, environment):
+    trained = LlavaSPForConditionalGeneration.from_pretrained(stage1.model_dir)
+    base = _base_model(environment)
+    for name, tensor in base.state_dict().items():
+        if "multi_modal_projector" in name:
+            continue
+        assert torch.equal(tensor, trained.state_dict()[name]), name
+    changed = [name for name, tensor in base.projector.state_dict().items()
+               if not torch.equal(tensor, trained.projector.state_dict()[name])]
+    assert any("spatial_extractor" in name for name in changed) and any("linear_1" in name for name in changed)
+    saved = load_file(stage1.checkpoint / "projector.safetensors")
+    assert all(torch.equal(saved[name], trained.projector.state_dict()[name]) for name in saved)
+
+
+def test_stage2_trains_only_lora_and_the_projector(stage1, stage2, environment):
+    adapter = load_file(stage2.checkpoint / "adapter" / "adapter_model.safetensors")
+    assert adapter and all("language_model" in name and "lora_" in name for name in adapter)
+    assert not any("vision_tower" in name or "multi_modal_projector" in name for name in adapter)
+    trained = LlavaSPForConditionalGeneration.from_pretrained(stage2.model_dir)
+    base = _base_model(environment)
+    lora_targets = {name.split(".lora_")[0].replace("base_model.model.", "") for name in adapter}
+    for name, tensor in base.state_dict().items():
+        if "multi_modal_projector" in name:
+            continue
+        module = name.rsplit(".", 1)[0]
+        if module in lora_targets:
+            assert not torch.equal(tensor, trained.state_dict()[name]), f"{name} should hold the merged LoRA"
+        else:
+            assert torch.equal(tensor, trained.state_dict()[name]), name
+    stage1_projector = load_file(stage1.checkpoint / "projector.safetensors")
+    stage2_projector = trained.projector.state_dict()
+    assert any(not torch.equal(stage1_projector[name], stage2_projector[name]) for name in stage1_projector)
+
+
+def test_loss_falls_in_both_stages(stage1, stage2):
+    for result in (stage1, stage2):
+        losses = _losses(result)
+        assert len(losses) == 8
+        assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.01, losses
+
+
+@pytest.mark.parametrize("stage", ["stage1", "stage2"])
+def test_final_checkpoint_reloads_with_the_live_models_logits(stage, request):
+    result = request.getfixturevalue(stage)
+    probe = load_file(result.checkpoint / "probe.safetensors")
+    model, _ = load_llava_sp(result.model_dir)
+    inputs = {name: tensor for name, tensor in probe.items() if name != "logits"}
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    torch.testing.assert_close(logits, probe["logits"], atol=1e-4, rtol=1e-4)
+
+
+def test_mlflow_run_holds_params_metrics_and_artifacts(stage2):
+    client = MlflowClient(stage2.tracking_uri)
+    run = client.get_run(stage2.run_id)
+    params = run.data.params
+    assert (params["stage"], params["variant"], params["world_size"], params["lora_r"]) == ("finetune", "cropping",
+                                                                                           "2", "8")
+    for key in ("loss", "lr", "grad_norm", "tokens_per_s", "samples_per_s"):
+        assert len({m.step for m in client.get_metric_history(stage2.run_id, key)}) == 8, key
+    artifacts = {item.path for item in client.list_artifacts(stage2.run_id)}
+    assert {"config.yaml", "plots", "checkpoint"} <= artifacts
+    assert "plots/loss.png" in {item.path for item in client.list_artifacts(stage2.run_id, "plots")}
+    state = json.loads((stage2.checkpoint / "trainer_state.json").read_text())
+    assert state["step"] == 8 and state["final"] and state["samples_seen"] == 64
+
+
+def test_stage2_can_start_from_a_stage1_mlflow_run(stage1):
+    directory = resolve_stage1(f"mlflow:{stage1.run_id}", stage1.tracking_uri)
+    downloaded = load_file(directory / "projector.safetensors")
+    original = load_file(stage1.checkpoint / "projector.safetensors")
+    assert downloaded.keys() == original.keys()
+    assert all(torch.equal(downloaded[name], original[name]) for name in original)
