@@ -57,6 +57,7 @@ def train_func(loop_config: dict[str, Any]) -> None:
     device = torch.device("cuda", torch.cuda.current_device()) if config.use_gpu else torch.device("cpu")
 
     stage1 = Path(loop_config["stage1_checkpoint"]) if loop_config.get("stage1_checkpoint") else None
+    torch.manual_seed(config.seed)  # LoRA's initial A matrices come from the global generator
     model = build_stage_model(config, loop_config["model_dir"], stage1)
     optimizer = torch.optim.AdamW(parameter_groups(model, config), lr=config.lr, betas=(0.9, 0.999))
     total_steps = loop_config["plan_steps"]

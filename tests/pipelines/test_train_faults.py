@@ -1,0 +1,78 @@
+"""A training worker killed mid-run (SIGKILL by pid): Ray replaces it, training resumes from the last checkpoint,
+and the final loss equals an uninterrupted run's (the data plan, the dropout seeds and the optimizer state are all
+restored, so the resumed steps compute the same numbers)."""
+
+import os
+import signal
+import threading
+import time
+from dataclasses import replace
+
+import psutil
+import pytest
+from mlflow import MlflowClient
+
+from pipelines.train.config import TrainConfig
+from pipelines.train.job import run_stage
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def environment(tmp_path_factory):
+    root = tmp_path_factory.mktemp("faults")
+    saved = {key: os.environ.get(key) for key in ("LLAVA_SP_HOME", "MLFLOW_TRACKING_URI")}
+    os.environ["LLAVA_SP_HOME"] = str(root / "home")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
+    yield root
+    for key, value in saved.items():
+        os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+
+
+def _train_worker_pids() -> list[int]:
+    pids = []
+    for process in psutil.process_iter(["cmdline"]):
+        if any("RayTrainWorker" in part for part in process.info["cmdline"] or []):
+            pids.append(process.pid)
+    return pids
+
+
+def _loss_history(client: MlflowClient, run_name: str) -> list:
+    runs = client.search_runs(client.get_experiment_by_name("llava-sp").experiment_id,
+                              filter_string=f"attributes.run_name = '{run_name}'")
+    return client.get_metric_history(runs[0].info.run_id, "loss") if runs else []
+
+
+def test_a_killed_worker_is_replaced_and_the_run_ends_with_the_uninterrupted_loss(ray_session, environment):
+    config = TrainConfig(stage="finetune", num_workers=2, micro_batch_size=8, max_steps=24, checkpoint_every=4,
+                         lr=2e-3, lora_r=8, lora_alpha=16, max_failures=2, storage_path=str(environment / "runs"),
+                         run_name="reference")
+    reference = run_stage(config)
+
+    outcome: dict = {}
+    killed = replace(config, run_name="killed")
+    thread = threading.Thread(target=lambda: outcome.update(result=run_stage(killed)))
+    thread.start()
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    victim = None
+    deadline = time.monotonic() + 300
+    while thread.is_alive() and time.monotonic() < deadline:
+        # Ray registers a reported checkpoint on its next poll of the workers: kill well after the first one.
+        first_checkpoint = [m.timestamp for m in _loss_history(client, "killed") if m.step == 4]
+        if first_checkpoint and time.time() * 1000 - first_checkpoint[0] > 4000:
+            workers = _train_worker_pids()
+            if workers:
+                victim = workers[-1]
+                os.kill(victim, signal.SIGKILL)
+                break
+        time.sleep(0.1)
+    thread.join(timeout=600)
+    assert victim is not None, "the run ended before a worker could be killed"
+    assert not psutil.pid_exists(victim) or psutil.Process(victim).status() == psutil.STATUS_ZOMBIE
+    result = outcome["result"]
+
+    steps = [metric.step for metric in _loss_history(client, "killed")]
+    assert result.metrics["step"] == 24
+    assert steps.count(1) == 1, steps  # resumed from a checkpoint, not from scratch
+    assert any(steps.count(step) > 1 for step in range(5, 25)), steps  # the steps after it were run again
+    assert abs(result.metrics["loss"] - reference.metrics["loss"]) <= 1e-4, (result.metrics, reference.metrics)
