@@ -114,7 +114,13 @@ def train(config: TrainConfig, model_dir: str, data_dir: str) -> TrainResult:
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.keep_checkpoints),
         ),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except BaseException:
+        from mlflow import MlflowClient
+
+        MlflowClient(uri).set_terminated(run_id, status="FAILED")
+        raise
     checkpoint = Path(result.checkpoint.path)
     _log_artifacts(uri, run_id, config, checkpoint)
     return TrainResult(checkpoint, run_id, uri, dict(result.metrics or {}))

@@ -6,10 +6,11 @@ import pytest
 
 from pipelines.config import ConfigError, flatten, load_config
 from pipelines.data.preprocess import PreprocessConfig
+from pipelines.train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 # The job each YAML names in its first line -> the schema it binds to.
-SCHEMAS = {"jobs/preprocess.py": PreprocessConfig}
+SCHEMAS = {"jobs/preprocess.py": PreprocessConfig, "jobs/pretrain.py": TrainConfig, "jobs/finetune.py": TrainConfig}
 
 
 @dataclass

@@ -1,7 +1,6 @@
 """Both training stages on a real local Ray with real DeepSpeed on 2 CPU workers, tracked in a real MLflow store."""
 
 import json
-import os
 
 import pytest
 import torch
@@ -17,17 +16,6 @@ from sp_core.modeling import LlavaSPForConditionalGeneration
 pytestmark = pytest.mark.integration
 COMMON = dict(num_workers=2, micro_batch_size=4, checkpoint_every=4, max_steps=8, keep_checkpoints=2,
               lr=2e-3, warmup_ratio=0.1)
-
-
-@pytest.fixture(scope="module")
-def environment(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train")
-    saved = {key: os.environ.get(key) for key in ("LLAVA_SP_HOME", "MLFLOW_TRACKING_URI")}
-    os.environ["LLAVA_SP_HOME"] = str(root / "home")
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
-    yield root
-    for key, value in saved.items():
-        os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
 
 
 @pytest.fixture(scope="module")

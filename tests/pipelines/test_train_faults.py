@@ -18,17 +18,6 @@ from pipelines.train.job import run_stage
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def environment(tmp_path_factory):
-    root = tmp_path_factory.mktemp("faults")
-    saved = {key: os.environ.get(key) for key in ("LLAVA_SP_HOME", "MLFLOW_TRACKING_URI")}
-    os.environ["LLAVA_SP_HOME"] = str(root / "home")
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
-    yield root
-    for key, value in saved.items():
-        os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
-
-
 def _train_worker_pids() -> list[int]:
     pids = []
     for process in psutil.process_iter(["cmdline"]):
@@ -38,8 +27,11 @@ def _train_worker_pids() -> list[int]:
 
 
 def _loss_history(client: MlflowClient, run_name: str) -> list:
-    runs = client.search_runs(client.get_experiment_by_name("llava-sp").experiment_id,
-                              filter_string=f"attributes.run_name = '{run_name}'")
+    experiment = client.get_experiment_by_name("llava-sp")
+    if experiment is None:  # not created yet: the run is still preparing its data
+        return []
+    runs = client.search_runs(experiment.experiment_id, filter_string=f"attributes.run_name = '{run_name}'",
+                              order_by=["attributes.start_time DESC"])
     return client.get_metric_history(runs[0].info.run_id, "loss") if runs else []
 
 
@@ -76,3 +68,38 @@ def test_a_killed_worker_is_replaced_and_the_run_ends_with_the_uninterrupted_los
     assert steps.count(1) == 1, steps  # resumed from a checkpoint, not from scratch
     assert any(steps.count(step) > 1 for step in range(5, 25)), steps  # the steps after it were run again
     assert abs(result.metrics["loss"] - reference.metrics["loss"]) <= 1e-4, (result.metrics, reference.metrics)
+
+
+def test_a_stopped_run_resumes_when_started_again(ray_session, environment):
+    """max_failures=0: the kill stops the run; the same command again continues it from its last checkpoint."""
+    config = TrainConfig(stage="pretrain", num_workers=2, micro_batch_size=8, max_steps=24, checkpoint_every=4,
+                         lr=2e-3, max_failures=0, storage_path=str(environment / "runs"), run_name="stopped")
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    outcome: dict = {}
+
+    def first_attempt() -> None:
+        try:
+            outcome["result"] = run_stage(config)
+        except Exception as error:  # the run is expected to fail
+            outcome["error"] = error
+
+    thread = threading.Thread(target=first_attempt)
+    thread.start()
+    deadline = time.monotonic() + 300
+    while thread.is_alive() and time.monotonic() < deadline:
+        first_checkpoint = [m.timestamp for m in _loss_history(client, "stopped") if m.step == 4]
+        if first_checkpoint and time.time() * 1000 - first_checkpoint[0] > 4000 and _train_worker_pids():
+            os.kill(_train_worker_pids()[-1], signal.SIGKILL)
+            break
+        time.sleep(0.1)
+    thread.join(timeout=600)
+    assert "error" in outcome, "the first attempt should have failed"
+    stopped_run = client.search_runs(client.get_experiment_by_name("llava-sp").experiment_id,
+                                     filter_string="attributes.run_name = 'stopped'")[0]
+    assert stopped_run.info.status == "FAILED"
+    stopped_at = max(m.step for m in client.get_metric_history(stopped_run.info.run_id, "loss"))
+
+    resumed = run_stage(config)
+    resumed_steps = [m.step for m in client.get_metric_history(resumed.run_id, "loss")]
+    assert resumed.metrics["step"] == 24
+    assert 4 < min(resumed_steps) <= stopped_at + 1, (min(resumed_steps), stopped_at)  # continued, not restarted

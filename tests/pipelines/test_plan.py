@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+
+from pipelines.train.plan import make_plan, modality_length_grouped_order
+
+
+def _lengths(images: int, texts: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.integers(600, 700, images), -rng.integers(20, 120, texts)])
+
+
+def test_one_epoch_visits_every_sample_once_and_never_mixes_modalities_in_a_megabatch():
+    lengths = _lengths(37, 13)
+    order = modality_length_grouped_order(lengths, batch_size=2, world=2, rng=np.random.default_rng(1))
+    assert sorted(order) == list(range(50))
+    full = order[: len(order) - (37 % 4 + 13 % 4)]  # the last megabatch holds both modalities' leftovers
+    for start in range(0, len(full), 4):
+        signs = {np.sign(lengths[i]) for i in full[start : start + 4]}
+        assert len(signs) == 1
+
+
+def test_samples_inside_a_megabatch_are_dealt_evenly_by_length():
+    lengths = np.array([100, 90, 80, 70, 60, 50, 40, 30])
+    order = modality_length_grouped_order(lengths, batch_size=4, world=2, rng=np.random.default_rng(0))
+    first, second = order[:4], order[4:]
+    assert abs(lengths[first].sum() - lengths[second].sum()) <= 20
+
+
+def test_plan_is_deterministic_equal_per_worker_and_loses_no_sample():
+    lengths = _lengths(30, 7)
+    plan = make_plan(lengths, workers=2, micro_batch=3, accumulation=2, epochs=2, seed=5)
+    again = make_plan(lengths, workers=2, micro_batch=3, accumulation=2, epochs=2, seed=5)
+    assert all(np.array_equal(a, b) for a, b in zip(plan.per_worker, again.per_worker))
+    assert len(plan.per_worker[0]) == len(plan.per_worker[1]) == plan.steps * 6
+    assert plan.steps == 8  # each epoch of 37 is completed to 4 whole steps of 12 from its own start
+    seen = np.concatenate(plan.per_worker)
+    assert set(seen.tolist()) == set(range(37))
+    other = make_plan(lengths, workers=2, micro_batch=3, accumulation=2, epochs=2, seed=6)
+    assert not np.array_equal(other.per_worker[0], plan.per_worker[0])
+
+
+def test_micro_batches_are_dealt_round_robin_so_the_global_step_is_layout_independent():
+    """2 workers x 1 accumulation and 1 worker x 2 accumulation train on the same samples in each step."""
+    lengths = _lengths(20, 4)
+    parallel = make_plan(lengths, workers=2, micro_batch=2, accumulation=1, epochs=1, seed=3)
+    accumulated = make_plan(lengths, workers=1, micro_batch=2, accumulation=2, epochs=1, seed=3)
+    assert parallel.steps == accumulated.steps == 6
+    for step in range(6):
+        together = np.concatenate([w[step * 2 : step * 2 + 2] for w in parallel.per_worker])
+        assert sorted(together.tolist()) == sorted(accumulated.per_worker[0][step * 4 : step * 4 + 4].tolist())
+
+
+def test_max_steps_and_empty_data():
+    plan = make_plan(_lengths(40, 0), workers=2, micro_batch=2, accumulation=1, epochs=3, seed=0, max_steps=5)
+    assert plan.steps == 5 and len(plan.per_worker[0]) == 10
+    with pytest.raises(ValueError, match="no rows"):
+        make_plan(np.array([], dtype=np.int64), workers=1, micro_batch=1, accumulation=1, epochs=1, seed=0)
