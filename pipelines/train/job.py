@@ -7,6 +7,7 @@ import math
 import os
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 from pipelines.cli import parse_config, run_job
 from pipelines.data.model_inputs import row_processor_for
@@ -28,7 +29,21 @@ def embedded_data_dir(stage: str, model_dir: str) -> str:
     return str(preprocess(config, row_processor_for(config, model_dir)).dataset_dir)
 
 
+def latest_stage1_checkpoint(config: TrainConfig) -> str:
+    """The newest final checkpoint of `pretrain-<variant>` under storage_path, or "" if there is none."""
+    run_dir = Path(config.storage_path) / f"pretrain-{config.variant}"
+    finals = [path for path in run_dir.glob("checkpoint_*") if (path / "model").is_dir()]
+    return str(max(finals, key=lambda path: path.name)) if finals else ""
+
+
 def run_stage(config: TrainConfig) -> TrainResult:
+    if config.stage == "finetune" and not config.init_from and not config.model:
+        # Embedded default: `jobs/pretrain.py && jobs/finetune.py` chains the two stages with no arguments.
+        config = replace(config, init_from=latest_stage1_checkpoint(config))
+        if config.init_from:
+            logging.getLogger(__name__).info("finetune starts from stage-1 checkpoint %s", config.init_from)
+    if config.stage == "finetune" and not config.init_from:
+        logging.getLogger(__name__).warning("no init_from: the projector starts from the base model's weights")
     model_dir = config.model or str(embedded_model_dir(config.variant))
     # Logical CPUs beyond the cores: training workers hold theirs, and Ray Data still needs some to read shards.
     needed = math.ceil(config.num_workers * config.cpus_per_worker) + 1
@@ -45,8 +60,6 @@ def run_training_job(stage: str, argv: list[str] | None, description: str) -> in
                               description)
         if config.stage != stage:
             raise ValueError(f"this job runs stage={stage}; use jobs/{config.stage}.py for stage={config.stage}")
-        if stage == "finetune" and not config.init_from:
-            logging.getLogger(stage).warning("no init_from: the projector starts from the base model's weights")
         result = run_stage(config)
         print(f"{stage}: final loss {result.metrics.get('loss', float('nan')):.4f} after {result.metrics.get('step')}"
               f" steps; checkpoint {result.checkpoint}; model {result.model_dir}; mlflow run {result.run_id}")

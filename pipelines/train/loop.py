@@ -34,7 +34,7 @@ from pipelines.train.checkpoint import (
 )
 from pipelines.train.config import TrainConfig
 from pipelines.train.data import collate, target_tokens
-from pipelines.train.model_setup import build_stage_model, parameter_groups
+from pipelines.train.model_setup import build_stage_model, parameter_groups, unwrap
 from sp_core.image_processing import LlavaSPImageProcessor
 
 logger = logging.getLogger(__name__)
@@ -75,6 +75,7 @@ def train_func(loop_config: dict[str, Any]) -> None:
         logger.info("rank %d resumes at step %d", rank, start_step)
 
     image_processor = LlavaSPImageProcessor(**loop_config["image_processor"])
+    image_shape = (3, image_processor.image_size, image_processor.image_size)
     shard = ray.train.get_dataset_shard(f"rank{rank}")  # [ray] this worker's planned rows, in plan order
     batches = shard.iter_batches(batch_size=config.micro_batch_size, batch_format="pyarrow", prefetch_batches=2)
     micro_batches = itertools.islice(batches, start_step * config.gradient_accumulation_steps, None)
@@ -94,7 +95,7 @@ def train_func(loop_config: dict[str, Any]) -> None:
         step_loss = torch.zeros((), dtype=torch.float64)
         for batch in step_batches:
             batch = {name: tensor.to(device) for name, tensor in batch.items()}
-            loss_sum = _summed_token_loss(engine, batch)
+            loss_sum = _summed_token_loss(engine, batch, image_shape)
             engine.backward(loss_sum * world * config.gradient_accumulation_steps / max(global_targets, 1.0))
             engine.step()
             step_loss += loss_sum.detach().double().cpu()
@@ -116,11 +117,19 @@ def train_func(loop_config: dict[str, Any]) -> None:
             _checkpoint_and_report(engine, config, loop_config, rank, world, metrics, probe)  # [ray]
 
 
-def _summed_token_loss(engine: deepspeed.DeepSpeedEngine, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def _summed_token_loss(engine: deepspeed.DeepSpeedEngine, batch: dict[str, torch.Tensor],
+                       image_shape: tuple[int, int, int]) -> torch.Tensor:
     labels = batch.pop("labels")
     logits = engine(**batch).logits
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100,
+    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100,
                            reduction="sum")
+    if "pixel_values" not in batch:
+        # A text-only micro-batch leaves the projector out of the graph, so its gradients would never be reduced
+        # on this worker while another worker reduces them: DeepSpeed's collectives would no longer pair up.
+        # As LLaVA does with a blank image for text-only samples, put the projector in the graph at zero weight.
+        blank = torch.zeros((1, *image_shape), dtype=next(engine.module.parameters()).dtype, device=labels.device)
+        loss = loss + 0.0 * unwrap(engine.module).image_features(blank).sum()
+    return loss
 
 
 def _checkpoint_and_report(engine: deepspeed.DeepSpeedEngine, config: TrainConfig, loop_config: dict, rank: int,

@@ -114,3 +114,74 @@ def test_stage2_can_start_from_a_stage1_mlflow_run(stage1):
     original = load_file(stage1.checkpoint / "projector.safetensors")
     assert downloaded.keys() == original.keys()
     assert all(torch.equal(downloaded[name], original[name]) for name in original)
+
+
+def test_step_loss_is_the_token_weighted_mean_over_workers_and_micro_batches(stage1, environment):
+    """Step 1 runs on the untrained model: its logged loss must equal sum(token losses) / (target tokens) over the
+    whole global batch (both workers' micro-batches), recomputed here in one process from the plan."""
+    import pyarrow as pa
+    from transformers import AutoTokenizer
+
+    from pipelines.train.data import ShardRowReader, collate, shard_index, target_tokens
+    from pipelines.train.plan import make_plan, plan_table
+    from sp_core.image_processing import LlavaSPImageProcessor
+
+    params = MlflowClient(stage1.tracking_uri).get_run(stage1.run_id).data.params
+    index = shard_index(params["data_dir"])
+    plan = make_plan(index.column("modality_length").to_numpy(), 2, 4, 1, 1, 42, 8)
+    model_dir = environment / "home" / "models" / "tiny-cropping"
+    model = _base_model(environment)
+    pad = AutoTokenizer.from_pretrained(model_dir).pad_token_id
+    processor = LlavaSPImageProcessor.from_pretrained_dir(model_dir)
+    total_loss, total_tokens = 0.0, 0
+    for rank in range(2):
+        rows = ShardRowReader()(plan_table(plan, rank, index).slice(0, 4))
+        batch = collate(rows, pad, processor)
+        labels = batch.pop("labels")
+        with torch.no_grad():
+            logits = model(**batch).logits
+        total_loss += torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(),
+                                                        ignore_index=-100, reduction="sum").item()
+        total_tokens += target_tokens(labels)
+    assert isinstance(rows, pa.Table) and total_tokens > 0
+    assert _losses(stage1)[0] == pytest.approx(total_loss / total_tokens, abs=1e-5)
+
+
+def test_a_step_where_one_worker_has_only_text_and_the_other_images(ray_session, environment, tmp_path):
+    """LLaVA's last megabatch mixes leftovers, so one worker can get a text-only micro-batch while the other gets
+    images: the projector must still take part on both, or DeepSpeed's gradient reductions stop pairing up."""
+    import json as json_module
+
+    from pipelines.data.model_inputs import row_processor_for
+    from pipelines.data.preprocess import PreprocessConfig, preprocess
+    from pipelines.defaults import embedded_dataset, embedded_model_dir
+
+    synthetic = embedded_dataset()
+    rows = json_module.loads(synthetic.finetune_json.read_text())
+    images = [row for row in rows if "image" in row][:6]
+    texts = [row for row in rows if "image" not in row][:2]
+    (tmp_path / "mixed.json").write_text(json_module.dumps(images + texts))
+    model_dir = str(embedded_model_dir("cropping"))
+    config = PreprocessConfig(data=[str(tmp_path / "mixed.json")], image_root=str(synthetic.root), model=model_dir,
+                              output_dir=str(tmp_path / "data"))
+    dataset = preprocess(config, row_processor_for(config, model_dir))
+    plan_check = make_plan_for_test(dataset.dataset_dir)
+    assert plan_check, "the plan must give one worker a text-only micro-batch beside an image one"
+    result = run_stage(TrainConfig(stage="finetune", data=str(dataset.dataset_dir), num_workers=2,
+                                   micro_batch_size=2, lora_r=4, lora_alpha=8, checkpoint_every=10, max_failures=0,
+                                   storage_path=str(environment / "runs"), run_name="mixed-step"))
+    assert result.metrics["step"] == 2
+
+
+def make_plan_for_test(dataset_dir) -> bool:
+    """True if some step pairs a text-only micro-batch with an image micro-batch (seed 42, 2 workers, 2 per batch)."""
+    from pipelines.train.data import shard_index
+    from pipelines.train.plan import make_plan
+
+    lengths = shard_index(dataset_dir).column("modality_length").to_numpy()
+    plan = make_plan(lengths, 2, 2, 1, 1, 42)
+    for step in range(plan.steps):
+        kinds = [{bool(lengths[i] > 0) for i in worker[step * 2 : step * 2 + 2]} for worker in plan.per_worker]
+        if {False} in kinds and any(True in kind for kind in kinds):
+            return True
+    return False
