@@ -10,10 +10,7 @@ from __future__ import annotations
 from transformers import CLIPImageProcessorPil, LlavaProcessor, PreTrainedTokenizerBase
 
 from sp_core.config import LlavaSPConfig
-
-# OpenAI CLIP normalisation, the values every LLaVA-1.5 vision tower uses.
-CLIP_IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
+from sp_core.image_processing import CLIP_IMAGE_MEAN, CLIP_IMAGE_STD
 
 
 def clip_image_processor(image_size: int) -> CLIPImageProcessorPil:

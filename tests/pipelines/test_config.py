@@ -58,3 +58,12 @@ def test_every_yaml_config_binds_to_the_schema_of_the_job_it_names(path):
     assert match, f"{path.name}: the first line must be the command that runs it"
     assert match.group(2) == f"infra/configs/{path.name}"
     load_config(SCHEMAS[match.group(1)], path)
+
+
+def test_train_config_refuses_what_it_cannot_do_before_any_worker_starts():
+    with pytest.raises(ConfigError) as error:
+        load_config(TrainConfig, None, ["zero_stage=3", "stage=pretrain", "init_from=x", "precision=fp16", "lr=0"])
+    message = str(error.value)
+    for fragment in ("zero_stage=3 is not supported yet; allowed: 2", "init_from / full_finetune are finetune options",
+                     "precision='fp16'; allowed: auto, bf16, fp32", "lr=0.0 must be positive"):
+        assert fragment in message

@@ -158,11 +158,6 @@ def test_normalize_rejects_float_or_channels_first_input():
         ours.normalize(np.zeros((1, 3, 4, 4), dtype=np.uint8))
 
 
-def test_clip_constants_equal_sp_core_processing():
-    assert CLIP_IMAGE_MEAN == processing.CLIP_IMAGE_MEAN
-    assert CLIP_IMAGE_STD == processing.CLIP_IMAGE_STD
-
-
 def test_bad_aspect_lists_the_allowed_values():
     with pytest.raises(ValueError, match=r"aspect must be one of \['pad', 'square'\], got 'anyres'"):
         LlavaSPImageProcessor(aspect="anyres")
