@@ -43,14 +43,10 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
     return config
 
 
-def config_to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
-
-
 def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
     """{"train.lr": 1e-3, ...}: the form MLflow params take."""
     flat: dict[str, Any] = {}
-    for key, value in (config_to_dict(config) if dataclasses.is_dataclass(config) else config).items():
+    for key, value in (dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config).items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
             flat.update(flatten(value, f"{name}."))

@@ -61,12 +61,8 @@ class RowProcessor:
             record = self._parse(record_text)
             sample_id = str(record.get("id", sample_id))
             return self._sample(record, sample_id, source, row)
-        except RowRejected as rejection:
+        except (RowRejected, ConversationError, ImageError) as rejection:  # each carries its quarantine reason
             return _quarantined(sample_id, source, row, rejection.reason, str(rejection))
-        except ConversationError as error:
-            return _quarantined(sample_id, source, row, error.reason, str(error))
-        except ImageError as error:
-            return _quarantined(sample_id, source, row, error.reason, str(error))
         except Exception as error:  # an unforeseen failure still accounts for its row
             return _quarantined(sample_id, source, row, PROCESSING_ERROR, f"{type(error).__name__}: {error}")
 

@@ -50,9 +50,3 @@ def read_bytes(uri: str, limit: int) -> bytes:
     with filesystem.open_input_stream(path) as stream:
         return stream.read(limit + 1)
 
-
-def file_size(uri: str) -> int | None:
-    """Size in bytes, or None if there is no such file."""
-    filesystem, path = resolve(uri)
-    info = filesystem.get_file_info(path)
-    return info.size if info.type == pafs.FileType.File else None

@@ -24,7 +24,6 @@ class TrainingPlan:
 
     per_worker: list[np.ndarray]  # per_worker[rank][k] = row index of that worker's k-th sample
     steps: int
-    samples_per_worker_step: int  # micro_batch_size x gradient_accumulation_steps
 
 
 def _split_to_even_chunks(indices: list[int], lengths: np.ndarray, chunks: int) -> list[list[int]]:
@@ -88,7 +87,7 @@ def make_plan(modality_lengths: np.ndarray, workers: int, micro_batch: int, accu
         order = order[: steps * per_step]
     micro_batches = np.asarray(order, dtype=np.int64).reshape(-1, micro_batch)  # (steps*workers*accum, micro)
     per_worker = [micro_batches[rank::workers].reshape(-1) for rank in range(workers)]
-    return TrainingPlan(per_worker, steps, micro_batch * accumulation)
+    return TrainingPlan(per_worker, steps)
 
 
 def plan_table(plan: TrainingPlan, rank: int, index: pa.Table) -> pa.Table:
