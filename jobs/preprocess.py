@@ -17,11 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout or a Ray working dir
 
-from pipelines.cli import parse_config, run_job  # noqa: E402
-from pipelines.data.model_inputs import row_processor_for  # noqa: E402
-from pipelines.data.preprocess import PreprocessConfig, PreprocessResult, preprocess  # noqa: E402
-from pipelines.defaults import embedded_dataset, embedded_model_dir  # noqa: E402
-from pipelines.runtime import init_ray  # noqa: E402
+from pipelines.cli import parse_config, run_job
+from pipelines.data.model_inputs import row_processor_for
+from pipelines.data.preprocess import PreprocessConfig, PreprocessResult, preprocess
+from pipelines.defaults import embedded_dataset, embedded_model_dir
+from pipelines.runtime import init_ray
 
 
 def with_embedded_defaults(config: PreprocessConfig) -> PreprocessConfig:

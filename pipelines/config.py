@@ -8,6 +8,7 @@ Every problem (unknown key, wrong type) is collected and reported at once, befor
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -23,8 +24,10 @@ class ConfigError(ValueError):
     """A configuration that does not fit its schema; the message lists every problem."""
 
 
-def load_config(schema: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> T:
-    values: dict[str, Any] = {}
+def load_config(schema: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                values: dict[str, Any] | None = None) -> T:
+    """`values` (a dict, e.g. Serve application args) is the base instead of a YAML file."""
+    values = copy.deepcopy(values) if values is not None else {}
     if path is not None:
         loaded = yaml.safe_load(Path(path).read_text())
         if loaded is not None and not isinstance(loaded, dict):

@@ -145,6 +145,37 @@ def inference_prompt(template: ConversationTemplate, question: str, has_image: b
     return f"{template.system}{template.separators[0]}{user}: {question}{template.separators[0]}{assistant}:"
 
 
+def chat_prompt(template: ConversationTemplate, turns: list[str], system: str | None = None) -> str:
+    """A chat for generation: alternating user/assistant texts ending with a user turn, then the assistant role.
+
+    "SYS USER: q1 ASSISTANT: a1</s>USER: q2 ASSISTANT:" for vicuna_v1, the training layout of stage 2 with the open
+    answer last; `system` replaces the template's system prompt (an OpenAI "system" message). The texts keep their
+    <image> markers as given; `inference_prompt` is the one-question case.
+    """
+    if template is PLAIN:
+        return IMAGE
+    if not turns or len(turns) % 2 == 0:
+        raise ValueError(f"a chat needs alternating user/assistant turns ending with a user turn, got {len(turns)}")
+    user, assistant = template.roles
+    user_separator, assistant_separator = template.separators
+    parts = [(template.system if system is None else system) + user_separator]
+    for index, text in enumerate(turns):
+        if index % 2 == 0:
+            parts.append(f"{user}: {text}{user_separator}")
+        else:
+            parts.append(f"{assistant}: {text}{assistant_separator}")
+    parts.append(f"{assistant}:")
+    return "".join(parts)
+
+
+def expand_image_tokens(input_ids: list[int], image_token_id: int, image_tokens: int) -> list[int]:
+    """Each <image> id becomes `image_tokens` placeholder ids (n_spatial + grid^2), as the model expects."""
+    expanded: list[int] = []
+    for token_id in input_ids:
+        expanded.extend([token_id] * image_tokens if token_id == image_token_id else [token_id])
+    return expanded
+
+
 def tokenize_conversation(
     conversations: object,
     tokenizer: PreTrainedTokenizerBase,

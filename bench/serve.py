@@ -1,0 +1,199 @@
+"""Serving benchmarks: batching gain, SP decode speed vs the LLaVA-1.5 baseline, and a bounded load run.
+
+    .venv/bin/python -m bench.serve [--clients 16] [--rounds 3] [--load-clients 32] [--load-seconds 60]
+
+(1) requests/s of 16 concurrent clients (each sends one image chat, 8 new tokens) against the same tiny model
+    deployed twice, with max_batch_size 16 and with max_batch_size 1, interleaved rounds, best round counts.
+(2) decode tokens/s of SP-Cropping and SP-Pooling vs the baseline (sp_variant none) with the same LLM and vision
+    weights, through sp_core's generator (the path Serve uses), one image, 64 tokens each (end of sequence
+    ignored so every variant decodes the same number of tokens), interleaved, median of the repeats.
+(3) --load-clients concurrent clients for --load-seconds on loopback against the batched app: errors and latency.
+
+Everything on a local Ray and the real HTTP endpoint on 127.0.0.1; the numbers print, nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+from PIL import Image
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+PORT = 18501
+URL = f"http://127.0.0.1:{PORT}"
+
+
+def log(message: str) -> None:
+    print(f"[bench.serve] {message}", file=sys.stderr, flush=True)
+
+
+def image_data_url(seed: int) -> str:
+    rng = np.random.default_rng(seed)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)).save(buffer, "JPEG", quality=90)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def chat_body(model: str, seed: int, max_tokens: int) -> dict:
+    return {"model": model, "max_tokens": max_tokens, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "Where is the circle?"},
+        {"type": "image_url", "image_url": {"url": image_data_url(seed)}}]}]}
+
+
+async def burst(model: str, clients: int, max_tokens: int) -> float:
+    """`clients` requests at once; returns requests/s."""
+    bodies = [chat_body(model, seed, max_tokens) for seed in range(clients)]
+    async with httpx.AsyncClient(timeout=300) as client:
+        started = time.perf_counter()
+        responses = await asyncio.gather(*(client.post(f"{URL}/v1/chat/completions", json=body) for body in bodies))
+        elapsed = time.perf_counter() - started
+    failed = [response.status_code for response in responses if response.status_code != 200]
+    if failed:
+        raise RuntimeError(f"{len(failed)} requests failed: {failed[:5]}")
+    return clients / elapsed
+
+
+async def load_run(model: str, clients: int, seconds: float, max_tokens: int) -> dict:
+    """Closed loop: each client sends its next request when the previous one is answered."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    deadline = time.perf_counter() + seconds
+
+    async def client_loop(index: int, client: httpx.AsyncClient) -> None:
+        request = 0
+        while time.perf_counter() < deadline:
+            body = chat_body(model, index * 1000 + request, max_tokens)
+            started = time.perf_counter()
+            try:
+                response = await client.post(f"{URL}/v1/chat/completions", json=body)
+                if response.status_code != 200:
+                    errors.append(f"HTTP {response.status_code}")
+            except httpx.HTTPError as error:
+                errors.append(type(error).__name__)
+            latencies.append(time.perf_counter() - started)
+            request += 1
+
+    limits = httpx.Limits(max_connections=clients)
+    async with httpx.AsyncClient(timeout=300, limits=limits) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(client_loop(index, client) for index in range(clients)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {"requests": len(latencies), "errors": len(errors), "error_kinds": sorted(set(errors)),
+            "requests_per_s": len(latencies) / elapsed, "p50_s": latencies[len(latencies) // 2],
+            "p99_s": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]}
+
+
+def decode_speed(directories: dict[str, Path], repeats: int, new_tokens: int) -> dict[str, float]:
+    """Median tokens/s per variant for one image chat, generating exactly `new_tokens`."""
+    from sp_core.inference import GenerationRequest, LlavaSPGenerator, SamplingParams
+
+    generators = {name: LlavaSPGenerator.from_pretrained(path) for name, path in directories.items()}
+    image = Image.open(io.BytesIO(base64.b64decode(image_data_url(7).split(",", 1)[1]))).convert("RGB")
+    request = GenerationRequest(["<image>\nWhere is the circle?"], [image],
+                                SamplingParams(max_new_tokens=new_tokens, ignore_eos=True))
+    times: dict[str, list[float]] = {name: [] for name in generators}
+    for repeat in range(repeats + 1):
+        for name, generator in generators.items():
+            started = time.perf_counter()
+            result = generator.generate([request])[0]
+            assert result.completion_tokens == new_tokens, result
+            if repeat:  # the first round warms up
+                times[name].append(time.perf_counter() - started)
+    return {name: new_tokens / statistics.median(values) for name, values in times.items()}
+
+
+def same_llm_models(root: Path) -> dict[str, Path]:
+    """Baseline, SP-Cropping and SP-Pooling tiny models sharing the vision tower, patch MLP and LLM weights."""
+    from sp_core.processing import build_llava_sp_processor
+    from sp_core.tiny import build_tiny_model
+
+    baseline, tokenizer = build_tiny_model(seed=0, sp_variant="none")
+    shared = baseline.state_dict()
+    directories = {}
+    for name, variant in (("baseline", "none"), ("sp-cropping", "cropping"), ("sp-pooling", "pooling")):
+        model, _ = build_tiny_model(seed=0, sp_variant=variant)
+        missing = model.load_state_dict(shared, strict=False).missing_keys  # only the SP modules keep their own
+        assert all("multi_modal_projector" in key for key in missing), missing
+        directory = root / name
+        model.save_pretrained(directory)
+        build_llava_sp_processor(model.config, tokenizer).save_pretrained(directory)
+        directories[name] = directory
+    return directories
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--max-tokens", type=int, default=8)
+    parser.add_argument("--decode-tokens", type=int, default=64)
+    parser.add_argument("--decode-repeats", type=int, default=5)
+    parser.add_argument("--load-clients", type=int, default=32)
+    parser.add_argument("--load-seconds", type=float, default=60.0)
+    args = parser.parse_args()
+
+    import ray
+    from ray import serve
+
+    from pipelines.serve.app import build_app
+    from pipelines.serve.config import ModelSpec, ServeConfig
+
+    root = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    directories = same_llm_models(root)
+    torch.set_num_threads(1)
+    decode = decode_speed(directories, args.decode_repeats, args.decode_tokens)
+    log(f"decode speeds measured: {decode}")
+
+    # Logical CPUs: two apps (ingress 0.5 + model 1 each) stay deployed while the rounds alternate between them.
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": PORT})
+    source = str(directories["sp-cropping"])
+    for name, batch in (("batched", args.clients), ("unbatched", 1)):
+        config = ServeConfig(models=[ModelSpec(name=name, source=source)], max_batch_size=batch,
+                             batch_wait_timeout_s=0.01, app_name=name, route_prefix="/", port=PORT)
+        serve.run(build_app(config), name=name, route_prefix=f"/{name}", blocking=False)
+
+    global URL
+    base = URL
+    rates: dict[str, list[float]] = {"batched": [], "unbatched": []}
+    for _ in range(args.rounds + 1):
+        for name in rates:
+            URL = f"{base}/{name}"
+            rates[name].append(asyncio.run(burst(name, args.clients, args.max_tokens)))
+    best = {name: max(values[1:]) for name, values in rates.items()}  # round 0 warms up
+    log(f"burst rounds (req/s): {rates}")
+    URL = f"{base}/batched"
+    load = asyncio.run(load_run("batched", args.load_clients, args.load_seconds, args.max_tokens))
+    serve.shutdown()
+    ray.shutdown()
+
+    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, tiny models (CLIP 336/14 hidden 32, Llama "
+          "hidden 64), CPU fp32")
+    print(f"(1) {args.clients} concurrent image chats x {args.max_tokens} tokens, best of {args.rounds}: batched "
+          f"(max_batch_size {args.clients}) {best['batched']:.1f} req/s, batch size 1 {best['unbatched']:.1f} req/s, "
+          f"ratio {best['batched'] / best['unbatched']:.2f} (goal >= 4)")
+    print(f"(2) decode tokens/s, one image chat, {args.decode_tokens} tokens, median of {args.decode_repeats}: "
+          + ", ".join(f"{name} {rate:.1f}" for name, rate in decode.items())
+          + f"; ratios vs baseline: SP-Cropping {decode['sp-cropping'] / decode['baseline']:.3f}, "
+          f"SP-Pooling {decode['sp-pooling'] / decode['baseline']:.3f} (paper Tab. 2: 0.988 / 0.977; goal >= 0.99)")
+    print(f"(3) load: {args.load_clients} clients x {args.load_seconds:.0f} s: {load['requests']} requests, "
+          f"{load['errors']} errors {load['error_kinds'] or ''}, {load['requests_per_s']:.1f} req/s, "
+          f"p50 {load['p50_s'] * 1000:.0f} ms, p99 {load['p99_s'] * 1000:.0f} ms (goal: 0 errors)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,301 @@
+"""The Ray Serve application: an OpenAI-compatible chat endpoint over one or more LLaVA-SP models.
+
+    python jobs/serve.py                      # the embedded tiny model on http://127.0.0.1:8000
+    serve run pipelines.serve.app:build_app   # the same app from Serve's CLI (args: a ServeConfig dict)
+
+Two kinds of deployment:
+
+- `LlavaSPModelServer`, one per served model (its own replicas / autoscaling): holds an `LlavaSPGenerator` and
+  batches concurrent requests with @serve.batch, so N waiting requests cost one decode loop, not N.
+- `LlavaSPIngress`, the FastAPI ingress: authentication, request validation and image decoding (every client
+  mistake is a 4xx OpenAI-style error before any model work), routing by the "model" field, SSE streaming.
+
+Routes: POST /v1/chat/completions, GET /v1/models, GET /healthz.
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads the route signatures (Request) at runtime.
+
+import asyncio
+import dataclasses
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from PIL import Image
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pipelines.serve.config import ModelSpec, ServeConfig
+from pipelines.serve.images import decode_image_url
+from pipelines.serve.models import resolve_model_dir
+from pipelines.serve.protocol import (
+    APIError,
+    ChatCall,
+    ChatLimits,
+    bad_request,
+    chunk_body,
+    completion_body,
+    parse_chat_request,
+    parse_json_body,
+    sse,
+)
+from sp_core.inference import (
+    PROMPT_TOO_LONG,
+    GenerationInputError,
+    GenerationRequest,
+    GenerationResult,
+    LlavaSPGenerator,
+    PreparedRequest,
+    SamplingParams,
+)
+
+logger = logging.getLogger(__name__)
+
+# How the model server reports a refused request back to the ingress (a value, not an exception, so that the
+# reason survives the trip through Ray unchanged).
+ERROR_KEY = "error"
+
+
+@serve.deployment(health_check_period_s=5, health_check_timeout_s=30, max_ongoing_requests=64)
+class LlavaSPModelServer:
+    """One model: prepares requests, batches them, generates."""
+
+    def __init__(self, spec: dict[str, Any], max_batch_size: int, batch_wait_timeout_s: float, image_aspect: str,
+                 max_images_per_request: int):
+        self.spec = ModelSpec(**spec)
+        directory = resolve_model_dir(self.spec)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.generator = LlavaSPGenerator.from_pretrained(
+            directory, dtype=_dtype(self.spec.dtype, device), device=device, aspect=image_aspect,
+            max_images=max_images_per_request)
+        self.generate_batch.set_max_batch_size(max_batch_size)
+        self.generate_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self.batch_sizes: list[int] = []
+        logger.info("serving %s from %s on %s", self.spec.name, directory, device)
+
+    def _prepare(self, turns: list[str], images: list[Image.Image], sampling: SamplingParams,
+                 system: str | None) -> PreparedRequest | dict[str, Any]:
+        try:
+            return self.generator.prepare(GenerationRequest(turns, images, sampling, system))
+        except GenerationInputError as error:
+            return {ERROR_KEY: {"reason": error.reason, "message": str(error)}}
+
+    async def chat(self, turns: list[str], images: list[Image.Image], sampling: SamplingParams,
+                   system: str | None) -> GenerationResult | dict[str, Any]:
+        prepared = self._prepare(turns, images, sampling, system)
+        if isinstance(prepared, dict):
+            return prepared
+        return await self.generate_batch(prepared)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
+    async def generate_batch(self, prepared: list[PreparedRequest]) -> list[GenerationResult]:
+        self.batch_sizes.append(len(prepared))
+        # In a thread, so the event loop keeps queueing the requests that arrive meanwhile into the next batch.
+        return await asyncio.to_thread(self.generator.generate, prepared)
+
+    async def stream(self, turns: list[str], images: list[Image.Image], sampling: SamplingParams,
+                     system: str | None) -> AsyncIterator[str | GenerationResult | dict[str, Any]]:
+        """Text pieces, then the GenerationResult (or one error dict)."""
+        prepared = self._prepare(turns, images, sampling, system)
+        if isinstance(prepared, dict):
+            yield prepared
+            return
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        done = object()
+
+        def produce() -> None:
+            try:
+                for item in self.generator.stream(prepared):
+                    loop.call_soon_threadsafe(queue.put_nowait, item)
+            except Exception as error:  # noqa: BLE001 - handed to the consumer, which re-raises it in the loop
+                loop.call_soon_threadsafe(queue.put_nowait, error)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, done)
+
+        producer = asyncio.ensure_future(asyncio.to_thread(produce))
+        while (item := await queue.get()) is not done:
+            if isinstance(item, Exception):
+                raise item
+            yield item
+        await producer
+
+    def stats(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self.generator.stats), "batch_sizes": list(self.batch_sizes)}
+
+
+def _dtype(name: str, device: str) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    return getattr(torch, name)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Ingress
+
+api = FastAPI(title="LLaVA-SP", description="OpenAI-compatible chat completions over LLaVA-SP models")
+
+
+def _error_response(error: APIError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status)
+
+
+@api.exception_handler(APIError)
+async def _api_error(request: Request, error: APIError) -> JSONResponse:
+    return _error_response(error)
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+    code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+    return _error_response(APIError(error.status_code, f"{request.method} {request.url.path}: {error.detail}", code))
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+    return _error_response(bad_request(f"invalid request: {error.errors()}", "invalid_request"))
+
+
+def _raise_if_refused(answer: Any) -> None:
+    if isinstance(answer, dict) and ERROR_KEY in answer:
+        reason, message = answer[ERROR_KEY]["reason"], answer[ERROR_KEY]["message"]
+        code = "context_length_exceeded" if reason == PROMPT_TOO_LONG else reason
+        raise bad_request(message, code, "messages")
+
+
+async def _sse_events(call: ChatCall, first: Any, stream: AsyncIterator) -> AsyncIterator[str]:
+    """OpenAI chunk events: the role, the text pieces, the finish reason, [usage], [DONE]."""
+    yield sse(chunk_body(call, {"role": "assistant", "content": ""}))
+    item = first
+    try:
+        while True:
+            if isinstance(item, GenerationResult):
+                yield sse(chunk_body(call, {}, finish_reason=item.finish_reason))
+                if call.include_usage:
+                    yield sse(chunk_body(call, {}, result=item))
+                break
+            yield sse(chunk_body(call, {"content": item}))
+            item = await stream.__anext__()
+    except Exception as error:  # headers are sent: report in-band, as OpenAI does, then end the stream
+        logger.exception("stream %s failed in generation", call.request_id)
+        yield sse(APIError(500, f"generation failed ({type(error).__name__}); request id {call.request_id}",
+                           "internal_error", error_type="server_error").body())
+    yield sse("[DONE]")
+
+
+@serve.deployment(max_ongoing_requests=256)
+@serve.ingress(api)
+class LlavaSPIngress:
+    def __init__(self, models: dict[str, DeploymentHandle], config: dict[str, Any]):
+        self.models = models
+        self.config = ServeConfig(**config)
+        self.limits = ChatLimits(self.config.max_tokens_limit, self.config.default_max_tokens,
+                                 self.config.max_images_per_request)
+        self.created = int(time.time())
+        self.api_key = self.config.api_key()  # read once: a missing key file fails the deployment, not requests
+
+    def _authorize(self, request: Request) -> None:
+        key = self.api_key
+        if key is None:
+            return
+        header = request.headers.get("authorization", "")
+        if not hmac.compare_digest(header.encode(), f"Bearer {key}".encode()):  # constant time
+            problem = "missing" if not header else "wrong"
+            raise APIError(401, f"{problem} API key: send 'Authorization: Bearer <key>' "
+                           "(the key is configured on the server)", "invalid_api_key")
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict[str, Any]:
+        return {"status": "ok", "models": sorted(self.models)}
+
+    @api.get("/v1/models")
+    async def list_models(self, request: Request) -> dict[str, Any]:
+        self._authorize(request)
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": self.created,
+                                            "owned_by": "llava-sp"} for name in self.models]}
+
+    @api.post("/v1/chat/completions")
+    async def chat_completions(self, request: Request):
+        # Serve's proxy gives every request an x-request-id (the client's own, or a new one) and echoes it in the
+        # response headers; the same id names the completion and appears in server errors and logs.
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        self._authorize(request)
+        call = await self._parse(request)
+        call.request_id = f"chatcmpl-{request_id}"
+        handle = self.models[call.model]
+        images = await asyncio.to_thread(self._decode_images, call.image_urls)  # off the event loop
+        arguments = (call.turns, images, call.sampling, call.system)
+        if call.stream:
+            stream = handle.options(stream=True).stream.remote(*arguments)
+            first = await stream.__anext__()  # a refused request still gets a 4xx, not a 200 stream
+            _raise_if_refused(first)
+            return StreamingResponse(_sse_events(call, first, stream), media_type="text/event-stream")
+        try:
+            answer = await handle.chat.remote(*arguments)
+        except Exception as error:
+            logger.exception("request %s failed in generation", request_id)
+            raise APIError(500, f"generation failed ({type(error).__name__}); request id {request_id}",
+                           "internal_error", error_type="server_error") from error
+        _raise_if_refused(answer)
+        return JSONResponse(completion_body(call, answer))
+
+    def _decode_images(self, urls: list[str]) -> list[Image.Image]:
+        config = self.config
+        return [decode_image_url(url, index, config.max_image_bytes, config.max_image_pixels,
+                                 config.allow_remote_images, config.remote_image_timeout_s)
+                for index, url in enumerate(urls)]
+
+    async def _parse(self, request: Request) -> ChatCall:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.config.max_request_bytes:
+            raise APIError(413, f"the request body is {declared} bytes, over max_request_bytes="
+                           f"{self.config.max_request_bytes}", "request_too_large")
+        call = parse_chat_request(parse_json_body(await request.body()), self.limits)
+        if call.model not in self.models:
+            raise APIError(404, f"model {call.model!r} does not exist; available: {', '.join(sorted(self.models))}",
+                           "model_not_found", "model")
+        return call
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# App builder
+
+
+def build_app(args: dict[str, Any] | ServeConfig | None = None) -> serve.Application:
+    """The Serve application for a ServeConfig (or its dict form, as `serve run` / RayService pass args)."""
+    config = args if isinstance(args, ServeConfig) else _config_from_args(args or {})
+    # Only ServeConfig's own fields travel to the replicas (a job may extend it with its own options).
+    config = ServeConfig(**{field.name: getattr(config, field.name) for field in dataclasses.fields(ServeConfig)})
+    models = {}
+    for spec in config.models:
+        if not spec.source:
+            # Build the embedded model once, here, rather than racing to write it from every replica.
+            spec = dataclasses.replace(spec, source=str(resolve_model_dir(spec)))
+        options: dict[str, Any] = {
+            "name": f"model-{spec.name}",
+            "ray_actor_options": {"num_cpus": spec.cpus_per_replica, "num_gpus": spec.gpus_per_replica},
+        }
+        if spec.num_replicas == "auto":
+            options["autoscaling_config"] = {"min_replicas": spec.min_replicas, "max_replicas": spec.max_replicas,
+                                             "target_ongoing_requests": config.max_batch_size}
+        else:
+            options["num_replicas"] = spec.num_replicas
+        models[spec.name] = LlavaSPModelServer.options(**options).bind(
+            dataclasses.asdict(spec), config.max_batch_size, config.batch_wait_timeout_s, config.image_aspect,
+            config.max_images_per_request)
+    return LlavaSPIngress.options(name="ingress", ray_actor_options={"num_cpus": config.ingress_cpus}).bind(
+        models, dataclasses.asdict(config))
+
+
+def _config_from_args(args: dict[str, Any]) -> ServeConfig:
+    from pipelines.config import load_config
+
+    return load_config(ServeConfig, values=args)

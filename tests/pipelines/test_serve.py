@@ -1,0 +1,255 @@
+"""The Serve app for real: a local Ray, the HTTP proxy on 127.0.0.1, requests over HTTP (httpx and openai)."""
+
+import asyncio
+import base64
+import io
+import json
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sp_core.image_processing import LlavaSPImageProcessor
+from sp_core.inference import GenerationRequest, LlavaSPGenerator, SamplingParams
+from sp_core.processing import build_llava_sp_processor
+from sp_core.tiny import build_tiny_model, save_tiny_model
+
+pytestmark = pytest.mark.integration
+
+PORT = 18431
+URL = f"http://127.0.0.1:{PORT}"
+KEY = "test-key-123"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+def _png(seed: int = 0, size=(300, 200)) -> bytes:
+    rng = np.random.default_rng(seed)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _data_url(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def _chat(model: str = "sp-cropping", text: str = "What colour is the shape?", image: bytes | None = None,
+          **extra) -> dict:
+    content = [{"type": "text", "text": text}]
+    if image is not None:
+        content.append({"type": "image_url", "image_url": {"url": _data_url(image)}})
+    return {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": 6, **extra}
+
+
+def _post(body, headers=AUTH, **kwargs) -> httpx.Response:
+    if isinstance(body, (bytes, str)):
+        return httpx.post(f"{URL}/v1/chat/completions", content=body, headers=headers, timeout=60, **kwargs)
+    return httpx.post(f"{URL}/v1/chat/completions", json=body, headers=headers, timeout=60, **kwargs)
+
+
+def _local_answer(model_dir, text: str, image: bytes | None, max_new_tokens: int = 6) -> str:
+    """What the same model says through sp_core directly (the pad preprocessing of training)."""
+    generator = LlavaSPGenerator.from_pretrained(model_dir)
+    turns = [f"<image>\n{text}" if image is not None else text]
+    images = [Image.open(io.BytesIO(image)).convert("RGB")] if image is not None else []
+    return generator.generate([GenerationRequest(turns, images, SamplingParams(max_new_tokens))])[0].text
+
+
+@pytest.fixture(scope="module")
+def served(ray_session, tmp_path_factory):
+    from ray import serve
+
+    from pipelines.serve.config import ModelSpec, ServeConfig
+    from pipelines.serve.job import deploy
+
+    root = tmp_path_factory.mktemp("serve")
+    cropping = save_tiny_model(root / "cropping", seed=0, sp_variant="cropping")
+    pooling = save_tiny_model(root / "pooling", seed=1, sp_variant="pooling")
+    corrupt = _save_corrupt_model(root / "corrupt")
+    (root / "key").write_text(KEY + "\n")
+    config = ServeConfig(
+        models=[ModelSpec(name="sp-cropping", source=str(cropping), cpus_per_replica=0.5),
+                ModelSpec(name="sp-pooling", source=str(pooling), cpus_per_replica=0.5),
+                ModelSpec(name="corrupt", source=str(corrupt), cpus_per_replica=0.5)],
+        port=PORT, app_name="test-serve", max_batch_size=8, batch_wait_timeout_s=0.25, max_tokens_limit=64, default_max_tokens=16,
+        max_image_bytes=300_000, max_image_pixels=1_000_000, api_key_file=str(root / "key"),
+    )
+    assert deploy(config) == URL
+    yield {"cropping": cropping, "pooling": pooling}
+    serve.delete("test-serve")
+    serve.shutdown()
+
+
+def _save_corrupt_model(directory):
+    """A checkpoint whose output layer is NaN: greedy decoding still runs, sampling fails inside generation."""
+    model, tokenizer = build_tiny_model(seed=2, sp_variant="cropping")
+    with torch.no_grad():
+        model.lm_head.weight.fill_(float("nan"))
+    model.save_pretrained(directory)
+    build_llava_sp_processor(model.config, tokenizer).save_pretrained(directory)
+    return directory
+
+
+def test_health_and_model_list(served):
+    health = httpx.get(f"{URL}/healthz", timeout=10)
+    assert health.status_code == 200 and health.json() == {"status": "ok",
+                                                           "models": ["corrupt", "sp-cropping", "sp-pooling"]}
+    listed = httpx.get(f"{URL}/v1/models", headers=AUTH, timeout=10).json()
+    assert [model["id"] for model in listed["data"]] == ["sp-cropping", "sp-pooling", "corrupt"]
+
+
+def test_chat_with_an_image_answers_what_the_model_says_locally(served):
+    image = _png(3)
+    response = _post(_chat(image=image))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["object"] == "chat.completion" and body["model"] == "sp-cropping"
+    assert body["id"] == f"chatcmpl-{response.headers['x-request-id']}"
+    choice = body["choices"][0]
+    assert choice["message"]["role"] == "assistant" and choice["finish_reason"] == "length"
+    assert choice["message"]["content"] == _local_answer(served["cropping"], "What colour is the shape?", image)
+    usage = body["usage"]
+    assert usage["completion_tokens"] == 6 and usage["prompt_tokens"] > 582
+    assert usage["total_tokens"] == usage["prompt_tokens"] + 6
+
+
+def test_the_model_field_routes_to_that_variant(served):
+    image = _png(4)
+    cropping = _post(_chat("sp-cropping", image=image)).json()["choices"][0]["message"]["content"]
+    pooling = _post(_chat("sp-pooling", image=image)).json()["choices"][0]["message"]["content"]
+    assert pooling == _local_answer(served["pooling"], "What colour is the shape?", image)
+    assert cropping != pooling
+
+
+def test_streaming_sends_openai_chunks_that_join_to_the_answer(served):
+    body = _chat(image=_png(5), stream=True, stream_options={"include_usage": True})
+    with httpx.stream("POST", f"{URL}/v1/chat/completions", json=body, headers=AUTH, timeout=60) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = [line[len("data: "):] for line in response.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(event) for event in events[:-1]]
+    assert all(chunk["object"] == "chat.completion.chunk" for chunk in chunks)
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    pieces = [chunk["choices"][0]["delta"].get("content", "") for chunk in chunks if chunk["choices"]]
+    assert len([piece for piece in pieces if piece]) >= 2
+    assert chunks[-2]["choices"][0]["finish_reason"] == "length"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 6
+    whole = _post({**body, "stream": False}).json()["choices"][0]["message"]["content"]
+    assert "".join(pieces) == whole
+
+
+def test_concurrent_requests_are_batched(served):
+    from ray import serve
+
+    handle = serve.get_deployment_handle("model-sp-cropping", "test-serve")
+    before = handle.stats.remote().result()
+    bodies = [_chat(text=f"How many shapes are there? {index}", max_tokens=3) for index in range(16)]
+
+    async def send_all():
+        async with httpx.AsyncClient(timeout=120, headers=AUTH) as client:
+            return await asyncio.gather(*(client.post(f"{URL}/v1/chat/completions", json=body) for body in bodies))
+
+    responses = asyncio.run(send_all())
+    assert [response.status_code for response in responses] == [200] * 16
+    after = handle.stats.remote().result()
+    batch_sizes = after["batch_sizes"][len(before["batch_sizes"]):]
+    assert sum(batch_sizes) == 16
+    assert len(batch_sizes) < 16 and max(batch_sizes) > 1  # fewer decode loops than requests
+    assert after["forwards"] - before["forwards"] < 16 * 3  # 3 tokens each: unbatched would be 48 forwards
+    # Batching does not change answers: the last request alone gives the same text.
+    alone = _post(bodies[-1]).json()["choices"][0]["message"]["content"]
+    assert responses[-1].json()["choices"][0]["message"]["content"] == alone
+
+
+def _too_many_pixels_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (2000, 1000)).save(buffer, "PNG")  # 2 MP, over max_image_pixels=1 MP, tiny once compressed
+    return buffer.getvalue()
+
+
+BAD_REQUESTS = [
+    ("invalid json", b'{"model": "sp-cropping", "messages": [', AUTH, 400, "invalid_json", "not valid JSON"),
+    ("not an object", b"[1, 2]", AUTH, 400, "invalid_json", "must be a JSON object"),
+    ("missing messages", {"model": "sp-cropping"}, AUTH, 400, "missing_messages", "'messages' must be"),
+    ("empty messages", {"model": "sp-cropping", "messages": []}, AUTH, 400, "missing_messages", "non-empty"),
+    ("unknown model", _chat("llava-13b"), AUTH, 404, "model_not_found", "available: corrupt, sp-cropping"),
+    ("missing model", {"messages": [{"role": "user", "content": "hi"}]}, AUTH, 400, "missing_model", "required"),
+    ("bad base64", {**_chat(), "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}}]}]},
+     AUTH, 400, "invalid_base64", "not valid base64"),
+    ("not an image", _chat(image=b"hello, I am text, not pixels" * 10), AUTH, 400, "image_undecodable",
+     "image 0: image_undecodable"),
+    ("truncated image", _chat(image=_png(1)[:400]), AUTH, 400, "image_", "image 0:"),
+    ("decompression bomb", _chat(image=_too_many_pixels_png()), AUTH, 400, "image_too_large", "over max_pixels"),
+    ("over the byte limit", _chat(image=_png(2, size=(400, 400))), AUTH, 413, "image_too_many_bytes",
+     "max_image_bytes=300000"),
+    ("two images", {**_chat(), "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": _data_url(_png(0))}},
+        {"type": "image_url", "image_url": {"url": _data_url(_png(1))}}, {"type": "text", "text": "compare"}]}]},
+     AUTH, 400, "too_many_images", "at most 1 per chat"),
+    ("remote url disabled", {**_chat(), "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "http://127.0.0.1:9/cat.png"}}]}]}, AUTH, 400,
+     "remote_images_disabled", "remote image URLs are disabled"),
+    ("max_tokens zero", _chat(max_tokens=0), AUTH, 400, "invalid_max_tokens", "[1, 64]"),
+    ("max_tokens too big", _chat(max_tokens=65), AUTH, 400, "invalid_max_tokens", "got 65"),
+    ("temperature", _chat(temperature=3), AUTH, 400, "invalid_temperature", "[0, 2]"),
+    ("n=2", _chat(n=2), AUTH, 400, "unsupported_n", "only n=1"),
+    ("prompt too long", _chat(text="word " * 2100), AUTH, 400, "context_length_exceeded", "the context is 2048"),
+    ("reserved token", _chat(text="<image> sneaky"), AUTH, 400, "reserved_token", "reserved token <image>"),
+    ("assistant last", {"model": "sp-cropping", "messages": [{"role": "user", "content": "a"},
+                                                             {"role": "assistant", "content": "b"}]},
+     AUTH, 400, "invalid_message", "last message must be from the user"),
+    ("missing key", _chat(), {}, 401, "invalid_api_key", "missing API key"),
+    ("wrong key", _chat(), {"Authorization": "Bearer nope"}, 401, "invalid_api_key", "wrong API key"),
+]
+
+
+@pytest.mark.parametrize(("body", "headers", "status", "code", "fragment"),
+                         [case[1:] for case in BAD_REQUESTS], ids=[case[0] for case in BAD_REQUESTS])
+def test_bad_requests_get_an_openai_error_and_the_server_keeps_serving(served, body, headers, status, code,
+                                                                      fragment):
+    response = _post(body, headers=headers)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"].startswith(code) and fragment in error["message"]
+    assert error["type"] == "invalid_request_error"
+    assert _post(_chat(max_tokens=1)).status_code == 200
+
+
+def test_a_failure_inside_generation_is_a_500_with_a_request_id_and_the_replica_survives(served):
+    failed = _post(_chat("corrupt", temperature=1.0))  # NaN logits: sampling raises inside the decode loop
+    assert failed.status_code == 500
+    error = failed.json()["error"]
+    assert error["type"] == "server_error" and failed.headers["x-request-id"] in error["message"]
+    greedy = _post(_chat("corrupt"))  # the same replica still answers (argmax of NaNs is a token)
+    assert greedy.status_code == 200 and greedy.json()["usage"]["completion_tokens"] == 6
+    assert httpx.get(f"{URL}/healthz", timeout=10).status_code == 200
+
+
+def test_unknown_route_is_a_json_404(served):
+    response = httpx.get(f"{URL}/v1/nothing", timeout=10)
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+
+
+def test_the_official_openai_client_works_against_the_endpoint(served):
+    from openai import AuthenticationError, NotFoundError, OpenAI
+
+    client = OpenAI(base_url=f"{URL}/v1", api_key=KEY, max_retries=0)
+    image = _data_url(_png(6))
+    messages = [{"role": "user", "content": [{"type": "text", "text": "Where is the circle?"},
+                                             {"type": "image_url", "image_url": {"url": image}}]}]
+    completion = client.chat.completions.create(model="sp-pooling", messages=messages, max_tokens=5)
+    assert completion.choices[0].message.content == _local_answer(served["pooling"], "Where is the circle?",
+                                                                  _png(6), max_new_tokens=5)
+    assert completion.usage.completion_tokens == 5
+    pieces = [chunk.choices[0].delta.content or "" for chunk in client.chat.completions.create(
+        model="sp-pooling", messages=messages, max_tokens=5, stream=True) if chunk.choices]
+    assert "".join(pieces) == completion.choices[0].message.content
+    assert [model.id for model in client.models.list()] == ["sp-cropping", "sp-pooling", "corrupt"]
+    with pytest.raises(NotFoundError):
+        client.chat.completions.create(model="nope", messages=messages)
+    with pytest.raises(AuthenticationError):
+        OpenAI(base_url=f"{URL}/v1", api_key="wrong", max_retries=0).models.list()
