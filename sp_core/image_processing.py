@@ -8,7 +8,8 @@ Two steps, each usable alone:
 - `LlavaSPImageProcessor` does the pixel work of transformers' `CLIPImageProcessorPil` (shortest edge to `image_size`
   with PIL bicubic, centre crop) on uint8, optionally after LLaVA's `expand2square` ("pad"). `to_uint8` gives the
   (S, S, 3) uint8 crop, 4x smaller than float32, for the shards; `normalize` turns a batch of crops into the
-  (N, 3, S, S) float32 tensor at train time with one fused multiply-add.
+  (N, 3, S, S) float32 tensor at train time with one fused multiply-add; calling the processor on PIL images does
+  both at once (serving), returning the same values as a channels-last tensor.
 
 Pure PIL + numpy + torch: this file is imported inside data workers and must stay light (no transformers, no Ray).
 """
@@ -79,8 +80,8 @@ def load_rgb_image(source: bytes | str | os.PathLike, max_pixels: int = DEFAULT_
     A missing path raises FileNotFoundError, not an ImageError: when files are missing it is usually the image
     folder that is wrong, and quarantining every row would hide that.
     """
-    stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else Path(source).open("rb")
-    with stream:
+    in_memory = isinstance(source, (bytes, bytearray, memoryview))
+    with io.BytesIO(source) if in_memory else Path(source).open("rb") as stream:
         image = _open_checked(stream, max_pixels)
         _load_pixels(image)
     image = _apply_exif_orientation(image)
@@ -252,7 +253,7 @@ class LlavaSPImageProcessor:
         return resized[top : top + size, left : left + size]  # (S, S, 3)
 
     def normalize(self, batch_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """(N, S, S, 3) uint8 crops -> (N, 3, S, S) float32 pixel values for the vision tower."""
+        """(N, S, S, 3) uint8 crops -> (N, 3, S, S) float32 pixel values for the vision tower, contiguous NCHW."""
         pixels = torch.as_tensor(batch_uint8)
         if pixels.dtype != torch.uint8 or pixels.ndim != 4 or pixels.shape[-1] != 3:
             raise ValueError(
@@ -264,15 +265,24 @@ class LlavaSPImageProcessor:
         return torch.addcmul(self._offset, out, self._scale, out=out)
 
     def __call__(self, images: list[Image.Image]) -> torch.Tensor:
-        """PIL images -> (N, 3, S, S) float32: normalize(stack(to_uint8(image) for each image)).
+        """PIL images -> (N, 3, S, S) float32 pixel values in `torch.channels_last` memory format.
 
-        Equal to CLIPImageProcessorPil's pixel_values up to float32 rounding (about 1e-6).
+        Semantically NCHW like any pixel_values (shape, indexing, conv layers), stored NHWC: each crop is cast and
+        normalised in the resized image's own layout while it is in cache, with no permuting copy. Values are
+        bit-identical to `normalize(stack(to_uint8(image) for each image))` and equal to CLIPImageProcessorPil's
+        pixel_values up to float32 rounding (about 1e-6). Call `.contiguous()` where a consumer needs NCHW strides.
         """
         size = self.image_size
-        crops = np.empty((len(images), size, size, 3), dtype=np.uint8)
+        # The per-channel factors repeated along one NHWC row (R G B R G B ...): the multiply-add then broadcasts over
+        # rows and runs vectorised, which a size-3 innermost broadcast does not.
+        row_scale, row_offset = self._scale.view(3).repeat(size), self._offset.view(3).repeat(size)
+        pixels = torch.empty((len(images), size, size, 3), dtype=torch.float32)
+        pixels_np = pixels.numpy()  # shares memory; numpy casts from the read-only PIL array without a copy or warning
         for index, image in enumerate(images):
-            crops[index] = self._crop_view(image)
-        return self.normalize(crops)
+            np.copyto(pixels_np[index], self._crop_view(image), casting="unsafe")  # uint8 -> float32, exact
+            rows = pixels[index].view(size, 3 * size)
+            torch.addcmul(row_offset, rows, row_scale, out=rows)  # x * scale + offset in float32, as in normalize
+        return pixels.permute(0, 3, 1, 2)
 
     @classmethod
     def from_pretrained_dir(cls, path: str | os.PathLike, aspect: AspectMode = "pad") -> LlavaSPImageProcessor:

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, GenerationConfig, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForImageTextToText,
+    GenerationConfig,
+    PreTrainedTokenizerBase,
+)
 from transformers import initialization as hf_init
 from transformers.models.llava.modeling_llava import (
     LlavaForConditionalGeneration,
@@ -19,7 +25,11 @@ from transformers.models.llava.modeling_llava import (
 )
 
 from sp_core.config import LlavaSPConfig
-from sp_core.projector import LlavaSPProjector, LlavaSPTransformerSFE
+from sp_core.projector import (
+    LlavaSPProjector,
+    LlavaSPProjectorOutput,
+    LlavaSPTransformerSFE,
+)
 
 # PEFT matches target_modules by name suffix, and CLIP has q_proj/v_proj too: anchor LoRA to the language model.
 LANGUAGE_MODEL_LORA_TARGETS = (
@@ -91,6 +101,18 @@ class LlavaSPForConditionalGeneration(LlavaSPPreTrainedModel, LlavaForConditiona
         """(N, 3, H, W) pixels -> (N, n_spatial + grid^2, D) image tokens, exactly what fills the placeholders."""
         return torch.stack(self.model.get_image_features(pixel_values=pixel_values).pooler_output)
 
+    def project_images(self, pixel_values: torch.Tensor) -> LlavaSPProjectorOutput:
+        """The projector's whole output for (N, 3, H, W) pixels: image tokens plus the spatial features and the DFI
+        attention (paper Fig. 5), from the same vision features that `image_features` uses."""
+        check_pixel_values(self.config, pixel_values)
+        layer = self.config.vision_feature_layer
+        if not isinstance(layer, int):
+            raise NotImplementedError(f"project_images needs one vision_feature_layer, got {layer}")
+        hidden = self.model.vision_tower(pixel_values, output_hidden_states=True).hidden_states[layer]
+        if self.config.vision_feature_select_strategy == "default":
+            hidden = hidden[:, 1:]  # drop CLS
+        return self.projector.project(hidden)
+
 
 def check_pixel_values(config: LlavaSPConfig, pixel_values: torch.Tensor) -> None:
     """Fail with a readable message before the vision tower would fail cryptically."""
@@ -142,11 +164,11 @@ def register_auto_classes() -> None:
 
 
 __all__ = [
+    "LANGUAGE_MODEL_LORA_TARGETS",
     "LlavaSPForConditionalGeneration",
+    "LlavaSPInputError",
     "LlavaSPModel",
     "LlavaSPPreTrainedModel",
-    "LlavaSPInputError",
-    "LANGUAGE_MODEL_LORA_TARGETS",
-    "register_auto_classes",
     "default_generation_config",
+    "register_auto_classes",
 ]

@@ -33,9 +33,9 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pipelines.model_source import resolve_model_dir
 from pipelines.serve.config import ModelSpec, ServeConfig
 from pipelines.serve.images import decode_image_url
-from pipelines.serve.models import resolve_model_dir
 from pipelines.serve.protocol import (
     APIError,
     ChatCall,
@@ -71,7 +71,7 @@ class LlavaSPModelServer:
     def __init__(self, spec: dict[str, Any], max_batch_size: int, batch_wait_timeout_s: float, image_aspect: str,
                  max_images_per_request: int):
         self.spec = ModelSpec(**spec)
-        directory = resolve_model_dir(self.spec)
+        directory = resolve_model_dir(self.spec.source, self.spec.variant, f"model {self.spec.name}")
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.generator = LlavaSPGenerator.from_pretrained(
             directory, dtype=_dtype(self.spec.dtype, device), device=device, aspect=image_aspect,
@@ -278,7 +278,7 @@ def build_app(args: dict[str, Any] | ServeConfig | None = None) -> serve.Applica
     for spec in config.models:
         if not spec.source:
             # Build the embedded model once, here, rather than racing to write it from every replica.
-            spec = dataclasses.replace(spec, source=str(resolve_model_dir(spec)))
+            spec = dataclasses.replace(spec, source=str(resolve_model_dir("", spec.variant, spec.name)))
         options: dict[str, Any] = {
             "name": f"model-{spec.name}",
             "ray_actor_options": {"num_cpus": spec.cpus_per_replica, "num_gpus": spec.gpus_per_replica},

@@ -6,13 +6,14 @@ import pytest
 
 from pipelines.config import ConfigError, flatten, load_config
 from pipelines.data.preprocess import PreprocessConfig
+from pipelines.evaluate.config import EvaluateConfig
 from pipelines.serve.config import ServeConfig
 from pipelines.train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 # The job each YAML names in its first line -> the schema it binds to.
 SCHEMAS = {"jobs/preprocess.py": PreprocessConfig, "jobs/pretrain.py": TrainConfig, "jobs/finetune.py": TrainConfig,
-           "jobs/serve.py": ServeConfig}
+           "jobs/serve.py": ServeConfig, "jobs/evaluate.py": EvaluateConfig}
 
 
 @dataclass

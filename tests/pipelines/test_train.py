@@ -1,6 +1,7 @@
 """Both training stages on a real local Ray with real DeepSpeed on 2 CPU workers, tracked in a real MLflow store."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -106,6 +107,38 @@ def test_mlflow_run_holds_params_metrics_and_artifacts(stage2):
     assert "plots/loss.png" in {item.path for item in client.list_artifacts(stage2.run_id, "plots")}
     state = json.loads((stage2.checkpoint / "trainer_state.json").read_text())
     assert state["step"] == 8 and state["final"] and state["samples_seen"] == 64
+
+
+def test_the_finetuned_model_is_evaluated_from_its_mlflow_run_through_the_ray_path(stage2, environment):
+    # Here rather than in test_evaluate.py because it reuses this module's trained model (training again would cost
+    # CI minutes): the model comes from the stage-2 MLflow run, the answers from Ray Data actors.
+    from pipelines.defaults import embedded_dataset
+    from pipelines.evaluate.config import EvalModel, EvaluateConfig
+    from pipelines.evaluate.run import evaluate
+    from sp_core.image_processing import load_rgb_image
+    from sp_core.inference import GenerationRequest, LlavaSPGenerator, SamplingParams
+
+    result = evaluate(EvaluateConfig(models=[EvalModel(name="trained", source=f"mlflow:{stage2.run_id}")],
+                                     max_questions=10, max_new_tokens=3, attention_maps=1, experiment="eval-trained",
+                                     output_dir=str(environment / "eval-trained")))
+    scores = result.scores["trained"]["synthetic"]
+    assert (scores["questions"], scores["missing"], scores["eval_errors"]) == (10, 0, 0)
+    client = MlflowClient(result.tracking_uri)
+    run = client.get_run(result.model_run_ids["trained"])
+    assert run.data.metrics["synthetic/accuracy"] == scores["accuracy"]
+    assert run.data.params["model.source"] == f"mlflow:{stage2.run_id}"
+    assert [item.path for item in client.list_artifacts(run.info.run_id, "plots/attention")] == [
+        "plots/attention/attention_0.png"]
+    answers = client.download_artifacts(run.info.run_id, "predictions/synthetic/answers.jsonl")
+    first = json.loads(Path(answers).read_text().splitlines()[0])
+    # The Ray path answers exactly what the trained model says through sp_core directly.
+    dataset = embedded_dataset()
+    question = json.loads(dataset.test_jsonl.read_text().splitlines()[0])
+    generator = LlavaSPGenerator.from_pretrained(stage2.model_dir)
+    direct = generator.generate([GenerationRequest([f"<image>\n{question['text']}"],
+                                                   [load_rgb_image(dataset.root / question["image"])],
+                                                   SamplingParams(max_new_tokens=3))])[0]
+    assert first["question_id"] == question["question_id"] and first["text"] == direct.text
 
 
 def test_stage2_can_start_from_a_stage1_mlflow_run(stage1):

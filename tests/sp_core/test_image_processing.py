@@ -91,6 +91,41 @@ def test_square_mode_matches_clip_image_processor(hf_processor, width, height):
     assert (actual - expected).abs().max().item() < 1e-5
 
 
+def test_call_on_a_batch_equals_clip_image_processor_and_normalize(hf_processor):
+    images = [_photo_like(width, height, seed=index) for index, (width, height) in
+              enumerate([(640, 480), (300, 500), (336, 336), (100, 80)])]
+    ours = LlavaSPImageProcessor(image_size=SIZE, aspect="square")
+
+    actual = ours(images)
+    expected = hf_processor(images, return_tensors="pt").pixel_values
+
+    assert actual.shape == expected.shape == (4, 3, SIZE, SIZE) and actual.dtype == torch.float32
+    # Stored NHWC (channels_last), so the crops are normalised without a permuting copy; the values do not care.
+    assert actual.is_contiguous(memory_format=torch.channels_last) and not actual.is_contiguous()
+    assert (actual - expected).abs().max().item() < 1e-5
+    # Bit-identical to the shard path: uint8 crops stored, normalised at train time.
+    assert torch.equal(actual, ours.normalize(np.stack([ours.to_uint8(image) for image in images])))
+    assert ours([]).shape == (0, 3, SIZE, SIZE)
+
+
+def test_channels_last_pixels_give_the_same_logits_as_contiguous_ones():
+    from sp_core.tiny import build_tiny_model
+
+    model, tokenizer = build_tiny_model()
+    config = model.config
+    images = [_photo_like(300, 200, seed=3), _photo_like(200, 300, seed=4)]
+    pixels = LlavaSPImageProcessor(image_size=config.vision_config.image_size)(images)
+    assert pixels.is_contiguous(memory_format=torch.channels_last)
+    text = tokenizer("What colour is the shape?").input_ids
+    input_ids = torch.tensor([text[:1] + [config.image_token_id] * config.image_tokens_per_image * 2 + text[1:]])
+
+    with torch.no_grad():
+        channels_last = model(input_ids=input_ids, pixel_values=pixels).logits
+        contiguous = model(input_ids=input_ids, pixel_values=pixels.contiguous()).logits
+
+    torch.testing.assert_close(channels_last, contiguous, atol=1e-6, rtol=1e-6)
+
+
 @pytest.mark.parametrize("width, height", [(640, 480), (300, 500)])
 def test_pad_mode_equals_clip_on_the_expand2square_image(hf_processor, width, height):
     image = _photo_like(width, height, seed=1)

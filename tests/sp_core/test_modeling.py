@@ -171,3 +171,15 @@ def test_image_count_not_matching_placeholders_is_a_clear_error(loaded):
 def test_load_refuses_a_directory_without_config(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json is missing"):
         load_llava_sp(tmp_path)
+
+
+def test_project_images_exposes_the_dfi_attention_behind_the_image_tokens(loaded):
+    model, processor = loaded
+    pixels = processor(images=[_image(1), _image(2)], text=[PROMPT, PROMPT], return_tensors="pt").pixel_values
+    with torch.no_grad():
+        output = model.project_images(pixels)
+        tokens = model.image_features(pixels)
+    assert torch.equal(output.image_tokens, tokens)
+    attention = output.detail_attention  # (images, 6 spatial tokens, 5x5 keys for kernel 16 on a 24 grid)
+    assert attention.shape == (2, 6, 25)
+    assert torch.allclose(attention.sum(-1), torch.ones(2, 6), atol=1e-5)

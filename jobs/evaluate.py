@@ -1,0 +1,48 @@
+"""Evaluate LLaVA-SP models on benchmarks (Ray Data batch inference), scored like the official scripts, in MLflow.
+
+    python jobs/evaluate.py                                   # the embedded model on the synthetic test split
+    python jobs/evaluate.py 'models=[{name: sp-cropping, variant: cropping}, {name: sp-pooling, variant: pooling}]'
+    python jobs/evaluate.py --config infra/configs/evaluate-paper.yaml
+    ray job submit --working-dir . -- python jobs/evaluate.py --config infra/configs/evaluate-paper.yaml
+
+    python jobs/evaluate.py score --benchmark pope --questions llava_pope_test.jsonl --answers answers.jsonl \
+        --annotations pope/coco                               # score an answer file made anywhere; prints JSON
+
+Answers are kept in <output_dir>/<model>/<benchmark>/answers.jsonl: a re-run asks only what is missing. Options:
+pipelines/evaluate/config.py (EvaluateConfig); benchmarks: pipelines/benchmarks/.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout or a Ray working dir
+
+from pipelines.cli import parse_config, run_job
+from pipelines.evaluate.config import EvaluateConfig
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["score"]:
+        from pipelines.benchmarks.score_cli import main as score_main
+
+        return score_main(argv)
+
+    def work() -> int:
+        from pipelines.evaluate.run import evaluate
+
+        result = evaluate(parse_config(EvaluateConfig, argv, __doc__))
+        print(result.comparison_markdown, end="")
+        if result.synthetic_markdown:
+            print("\nsynthetic test split, accuracy per question type:\n" + result.synthetic_markdown, end="")
+        print(f"\nmlflow: parent run {result.parent_run_id} at {result.tracking_uri} "
+              f"(open it with: mlflow ui --backend-store-uri {result.tracking_uri})")
+        return 0
+
+    return run_job("evaluate", work)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""EvaluateConfig: which models answer which benchmarks; the defaults evaluate the embedded model on the synthetic
+test split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipelines.benchmarks import BENCHMARKS
+
+
+@dataclass
+class EvalModel:
+    name: str = "tiny-cropping"  # a column/row label in tables and the MLflow run name
+    # A model dir, "mlflow:<run_id>" of a training run, or an MLflow URI (runs:/..., models:/name@alias);
+    # "" = the embedded default: the newest finetune-<variant> model under train_storage, else the untrained tiny one.
+    source: str = ""
+    variant: str = "cropping"  # embedded default only
+
+
+@dataclass
+class EvalBenchmark:
+    name: str = "synthetic"  # a key of pipelines.benchmarks.BENCHMARKS
+    questions: str = ""  # the question file; "" = the embedded synthetic test split (synthetic only)
+    images: str = ""  # folder the questions' image paths are relative to; "" = the question file's folder
+    annotations: str = ""  # ground truth where the question file lacks it (see the benchmark's docstring)
+    submission: bool = False  # also write the server submission file (VQAv2 test-dev, MMBench test, ...)
+
+
+@dataclass
+class EvaluateConfig:
+    models: list[EvalModel] = field(default_factory=lambda: [EvalModel()])
+    benchmarks: list[EvalBenchmark] = field(default_factory=lambda: [EvalBenchmark()])
+
+    # inference on Ray Data: a pool of model actors, each answering batches of questions in one decode loop
+    batch_size: int = 8
+    num_actors: int = 1
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0
+    image_aspect: str = "pad"  # as in training
+    max_questions: int = 0  # evaluate the first N questions of each benchmark (0 = all): smoke runs
+    max_new_tokens: int = 0  # cap on answer length; 0 = each benchmark's official setting (128 or 1024)
+
+    # outputs
+    output_dir: str = "runs/eval"  # answers live in <output_dir>/<model>/<benchmark>/answers.jsonl (resumable)
+    experiment: str = "llava-sp-eval"
+    run_name: str = "evaluate"
+    attention_maps: int = 3  # images whose DFI attention (paper Fig. 5) is plotted per DFI model; 0 = none
+    train_storage: str = "runs/train"  # where the embedded default looks for finetuned models
+
+    def __post_init__(self) -> None:
+        problems = []
+        names = [model.name for model in self.models]
+        if not names or len(set(names)) != len(names):
+            problems.append(f"models need unique names, got {names}")
+        for benchmark in self.benchmarks:
+            if benchmark.name not in BENCHMARKS:
+                problems.append(f"benchmark {benchmark.name!r} is unknown; known: {', '.join(sorted(BENCHMARKS))}")
+            elif not benchmark.questions and benchmark.name != "synthetic":
+                problems.append(f"benchmark {benchmark.name}: questions= is required (only synthetic has a default)")
+        benchmark_names = [benchmark.name for benchmark in self.benchmarks]
+        if len(set(benchmark_names)) != len(benchmark_names):
+            problems.append(f"each benchmark once per run, got {benchmark_names}")
+        for name in ("batch_size", "num_actors"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}={getattr(self, name)} must be at least 1")
+        if self.max_questions < 0 or self.attention_maps < 0 or self.max_new_tokens < 0:
+            problems.append("max_questions, max_new_tokens and attention_maps must be >= 0")
+        if problems:
+            raise ValueError("; ".join(problems))

@@ -1,0 +1,151 @@
+"""Answering a benchmark with Ray Data: questions -> a pool of model actors -> answer lines, resumable.
+
+Each actor holds one `LlavaSPGenerator` (sp_core's batched generation, the same path as the Serve endpoint) and
+answers a batch of questions in one decode loop. The driver appends answers to `answers.jsonl` as batches come
+back, so an interrupted run keeps what it finished and a re-run only asks the questions still missing. A question
+whose image cannot be read is not silently dropped: it goes to `errors.jsonl` with its reason, is counted, and is
+asked again on the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+from tqdm import tqdm
+
+from pipelines.benchmarks import EvalQuestion, answer_record
+from sp_core.conversation import IMAGE
+from sp_core.image_processing import ImageError, load_rgb_image
+from sp_core.inference import GenerationRequest, LlavaSPGenerator, SamplingParams
+
+logger = logging.getLogger(__name__)
+
+ANSWERS_FILE = "answers.jsonl"
+ERRORS_FILE = "errors.jsonl"
+
+
+def question_key(question_id: Any, metadata: dict[str, Any] | None = None) -> str:
+    """One key per answer line: MMBench's circular rounds share a question_id and differ in round_id."""
+    round_id = (metadata or {}).get("round_id")
+    return json.dumps([str(question_id), round_id])
+
+
+@dataclass
+class PredictionSummary:
+    answered_before: int  # lines already in answers.jsonl (a resumed run)
+    answered_now: int
+    errors: int  # questions that could not be asked this run (see errors.jsonl)
+    answers_path: Path
+
+
+class LlavaSPPredictor:
+    """A Ray Data callable class: load the model once per actor, answer a batch of questions per call."""
+
+    def __init__(self, model_dir: str, image_root: str, image_aspect: str):
+        self.generator = LlavaSPGenerator.from_pretrained(model_dir, aspect=image_aspect)
+        self.image_root = Path(image_root)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        requests, keys, errors, asked = [], [], [], []
+        for row in range(len(batch["key"])):
+            try:
+                requests.append(self._request(batch, row))
+                asked.append(row)
+            except (ImageError, FileNotFoundError, OSError) as error:
+                errors.append((row, f"{type(error).__name__}: {error}"))
+        results = self.generator.generate(requests) if requests else []
+        texts = {row: result.text for row, result in zip(asked, results, strict=True)}
+        reasons = dict(errors)
+        keys = list(batch["key"])
+        return {"key": keys, "text": [texts.get(row, "") for row in range(len(keys))],
+                "error": [reasons.get(row, "") for row in range(len(keys))]}
+
+    def _request(self, batch: dict[str, np.ndarray], row: int) -> GenerationRequest:
+        prompt = str(batch["prompt"][row])
+        image_bytes, image_path = batch["image_bytes"][row], batch["image"][row]
+        images = []
+        if image_bytes is not None and len(image_bytes):
+            images = [load_rgb_image(bytes(image_bytes))]
+        elif image_path:
+            images = [load_rgb_image(self.image_root / str(image_path))]
+        turn = f"{IMAGE}\n{prompt}" if images else prompt
+        return GenerationRequest([turn], images, SamplingParams(max_new_tokens=int(batch["max_new_tokens"][row])))
+
+
+def predict(questions: list[EvalQuestion], model_dir: str, model_id: str, image_root: Path, out_dir: Path,
+            batch_size: int, num_actors: int, cpus_per_actor: float, gpus_per_actor: float,
+            image_aspect: str) -> PredictionSummary:
+    """Answer every question not yet in out_dir/answers.jsonl; returns counts."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    answers_path, errors_path = out_dir / ANSWERS_FILE, out_dir / ERRORS_FILE
+    done = _answered_keys(answers_path)
+    todo = {question_key(question.question_id, question.metadata): question for question in questions}
+    todo = {key: question for key, question in todo.items() if key not in done}
+    summary = PredictionSummary(len(done), 0, 0, answers_path)
+    errors_path.unlink(missing_ok=True)  # errors describe the latest run only; their questions are retried
+    if not todo:
+        return summary
+    rows = [_row(key, question) for key, question in todo.items()]
+    dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // batch_size, 64)))
+    answered = dataset.map_batches(
+        LlavaSPPredictor,
+        fn_constructor_kwargs={"model_dir": model_dir, "image_root": str(image_root), "image_aspect": image_aspect},
+        batch_size=batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=num_actors),
+        num_cpus=cpus_per_actor,
+        num_gpus=gpus_per_actor or None,
+    )
+    with answers_path.open("a") as answers, tqdm(total=len(rows), desc=f"{model_id}: answering",
+                                                 unit="question") as progress:
+        for batch in _batches(answered, batch_size):
+            for key, text, error in zip(batch["key"], batch["text"], batch["error"], strict=True):
+                if error:
+                    summary.errors += 1
+                    with errors_path.open("a") as errors:
+                        errors.write(json.dumps({"key": str(key), "reason": str(error)}) + "\n")
+                    continue
+                answers.write(json.dumps(answer_record(todo[str(key)], str(text), model_id)) + "\n")
+                summary.answered_now += 1
+            answers.flush()  # what is written survives an interruption
+            progress.update(len(batch["key"]))
+    if summary.errors:
+        logger.warning("%s: %d questions could not be asked (see %s); a re-run retries them", model_id,
+                       summary.errors, errors_path)
+    return summary
+
+
+def _batches(dataset: ray.data.Dataset, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    yield from dataset.iter_batches(batch_size=batch_size, batch_format="numpy")
+
+
+def _row(key: str, question: EvalQuestion) -> dict[str, Any]:
+    return {"key": key, "prompt": question.prompt, "image": question.image or "",
+            "image_bytes": question.image_bytes or b"", "max_new_tokens": question.max_new_tokens}
+
+
+def _answered_keys(path: Path) -> set[str]:
+    """Keys of the complete lines already written; a line cut short by an interruption is dropped and re-asked."""
+    if not path.is_file():
+        return set()
+    keys, lines = set(), []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        keys.add(question_key(record["question_id"], record))
+        lines.append(line)
+    path.write_text("".join(f"{line}\n" for line in lines))
+    return keys
+
+
+def read_answers(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,204 @@
+"""One evaluation: every model answers every benchmark, scores go to MLflow, tables compare the models.
+
+MLflow layout: a parent run (the comparison table, markdown + CSV) with one child run per model holding each
+benchmark's metrics as `<benchmark>/<metric>`, its answer file, scores.json, its score table, and the DFI attention
+maps (paper Fig. 5) under plots/attention/.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from PIL import Image
+
+from pipelines import tracking
+from pipelines.benchmarks import EvalQuestion, get_benchmark
+from pipelines.config import flatten
+from pipelines.defaults import embedded_dataset
+from pipelines.evaluate import report
+from pipelines.evaluate.attention import attention_maps, plot_attention
+from pipelines.evaluate.config import EvalBenchmark, EvalModel, EvaluateConfig
+from pipelines.evaluate.predict import PredictionSummary, predict, read_answers
+from pipelines.model_source import resolve_model_dir
+from pipelines.runtime import init_ray
+from sp_core.image_processing import load_rgb_image
+from sp_core.inference import LlavaSPGenerator
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BenchmarkFiles:
+    questions: Path
+    images: Path
+    annotations: Path | None
+
+
+@dataclass
+class EvaluationResult:
+    scores: dict[str, dict[str, dict[str, float]]]  # model -> benchmark -> metric -> value
+    parent_run_id: str
+    model_run_ids: dict[str, str]
+    tracking_uri: str
+    comparison_markdown: str
+    synthetic_markdown: str | None
+    predictions: dict[str, dict[str, PredictionSummary]] = field(default_factory=dict)
+
+
+def evaluate(config: EvaluateConfig) -> EvaluationResult:
+    needed = config.num_actors * config.cpus_per_actor + 1  # actors plus Ray Data's own read tasks
+    init_ray(num_cpus=max(os.cpu_count() or 1, int(needed + 0.999)))
+    uri, parent = tracking.start_run(config.experiment, config.run_name, tags={"kind": "evaluate"})
+    tracking.log_params(uri, parent, flatten(asdict(config)))
+    client = MlflowClient(uri)
+    files = {spec.name: _benchmark_files(spec) for spec in config.benchmarks}
+    result = EvaluationResult({}, parent, {}, uri, "", None)
+    try:
+        for model in config.models:
+            result.model_run_ids[model.name] = _evaluate_model(model, config, files, uri, parent, result)
+        header, rows = report.headline_rows(result.scores)
+        result.comparison_markdown = report.markdown(header, rows)
+        client.log_text(parent, result.comparison_markdown, "comparison.md")
+        client.log_text(parent, report.to_csv(header, rows), "comparison.csv")
+        synthetic = report.synthetic_rows(result.scores)
+        if synthetic is not None:
+            result.synthetic_markdown = report.markdown(*synthetic)
+            client.log_text(parent, result.synthetic_markdown, "synthetic_by_question_type.md")
+            client.log_text(parent, report.to_csv(*synthetic), "synthetic_by_question_type.csv")
+    except BaseException:
+        client.set_terminated(parent, status="FAILED")
+        raise
+    client.set_terminated(parent)
+    return result
+
+
+def _evaluate_model(model: EvalModel, config: EvaluateConfig, files: dict[str, BenchmarkFiles], uri: str,
+                    parent: str, result: EvaluationResult) -> str:
+    model_dir = resolve_model_dir(model.source, model.variant, f"model {model.name}", trained_in=config.train_storage,
+                                  tracking_uri=uri)
+    _, run_id = tracking.start_run(config.experiment, f"{config.run_name}-{model.name}",
+                                   tags={"mlflow.parentRunId": parent, "kind": "evaluate", "model": model.name})
+    client = MlflowClient(uri)
+    tracking.log_params(uri, run_id, {"model.name": model.name, "model.source": model.source or "(embedded)",
+                                      "model.dir": str(model_dir), "benchmarks": ",".join(files)})
+    scores, summaries = {}, {}
+    try:
+        for name, benchmark_files in files.items():
+            scores[name], summaries[name] = _evaluate_benchmark(name, benchmark_files, model, model_dir, config,
+                                                                client, run_id)
+        header, rows = report.headline_rows({model.name: scores})
+        client.log_text(run_id, report.markdown(header, rows), "scores.md")
+        if config.attention_maps:
+            _log_attention_maps(model, model_dir, files, config, client, run_id)
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    client.set_terminated(run_id)
+    result.scores[model.name] = scores
+    result.predictions[model.name] = summaries
+    return run_id
+
+
+def _evaluate_benchmark(name: str, benchmark_files: BenchmarkFiles, model: EvalModel, model_dir: Path,
+                        config: EvaluateConfig, client: MlflowClient,
+                        run_id: str) -> tuple[dict[str, float], PredictionSummary]:
+    benchmark = get_benchmark(name)
+    out_dir = Path(config.output_dir) / model.name / name
+    questions_path = _limited_questions(benchmark_files.questions, config.max_questions, out_dir)
+    questions = benchmark.load_questions(questions_path)
+    if config.max_new_tokens:
+        for question in questions:
+            question.max_new_tokens = min(question.max_new_tokens, config.max_new_tokens)
+    summary = predict(questions, str(model_dir), model.name, benchmark_files.images, out_dir, config.batch_size,
+                      config.num_actors, config.cpus_per_actor, config.gpus_per_actor, config.image_aspect)
+    spec = next(spec for spec in config.benchmarks if spec.name == name)
+    if spec.submission:
+        submission = benchmark.write_submission(read_answers(summary.answers_path), questions_path, out_dir)
+        client.log_artifact(run_id, str(submission), f"submissions/{name}")
+    if spec.submission and benchmark_files.annotations is None:
+        # A server-scored split (VQAv2 test-dev, VizWiz test, MMBench test): its ground truth is not public.
+        logger.info("%s: no annotations, scored by its server from %s", name, submission)
+        metrics = {"questions": len(questions)}
+    else:
+        metrics = benchmark.score(read_answers(summary.answers_path), questions_path, benchmark_files.annotations)
+    metrics = {**metrics, "eval_errors": summary.errors}
+    logger.info("%s on %s: %s", model.name, name, json.dumps(metrics))
+    client.log_batch(run_id, metrics=_mlflow_metrics(name, metrics))
+    (out_dir / "scores.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    client.log_artifact(run_id, str(summary.answers_path), f"predictions/{name}")
+    client.log_artifact(run_id, str(out_dir / "scores.json"), f"predictions/{name}")
+    if (out_dir / "errors.jsonl").is_file():
+        client.log_artifact(run_id, str(out_dir / "errors.jsonl"), f"predictions/{name}")
+    return metrics, summary
+
+
+def _benchmark_files(spec: EvalBenchmark) -> BenchmarkFiles:
+    if spec.name == "synthetic" and not spec.questions:
+        dataset = embedded_dataset()
+        return BenchmarkFiles(dataset.test_jsonl, dataset.root, dataset.metadata_json)
+    questions = Path(spec.questions)
+    if not questions.exists():
+        raise FileNotFoundError(f"benchmark {spec.name}: questions={spec.questions} does not exist")
+    images = Path(spec.images) if spec.images else questions.parent
+    return BenchmarkFiles(questions, images, Path(spec.annotations) if spec.annotations else None)
+
+
+def _limited_questions(path: Path, limit: int, out_dir: Path) -> Path:
+    """The first `limit` questions as their own file, so that scores count only the questions asked."""
+    if not limit:
+        return path
+    if path.suffix != ".jsonl":
+        raise ValueError(f"max_questions needs a .jsonl question file; {path} is {path.suffix or 'a folder'}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines = [line for line in path.read_text().splitlines() if line.strip()][:limit]
+    limited = out_dir / f"questions-first{limit}.jsonl"
+    limited.write_text("".join(f"{line}\n" for line in lines))
+    if (path.parent / "metadata.json").is_file():  # scorers that look next to the questions still find it
+        (out_dir / "metadata.json").write_text((path.parent / "metadata.json").read_text())
+    return limited
+
+
+def _mlflow_metrics(benchmark: str, metrics: dict[str, Any]) -> list:
+    from mlflow.entities import Metric
+
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./ ")
+    timestamp = int(time.time() * 1000)
+    return [Metric("".join(c if c in allowed else "_" for c in f"{benchmark}/{key}"), float(value), timestamp, 0)
+            for key, value in sorted(metrics.items()) if isinstance(value, (int, float))]
+
+
+def _log_attention_maps(model: EvalModel, model_dir: Path, files: dict[str, BenchmarkFiles],
+                        config: EvaluateConfig, client: MlflowClient, run_id: str) -> None:
+    images = _first_images(files, config.attention_maps)
+    generator = LlavaSPGenerator.from_pretrained(model_dir, aspect=config.image_aspect)
+    maps = attention_maps(generator, [image for _, image in images])
+    if maps is None:
+        logger.info("%s has no DFI: no attention maps", model.name)
+        return
+    out_dir = Path(config.output_dir) / model.name / "attention"
+    for index, ((label, image), attention) in enumerate(zip(images, maps, strict=True)):
+        path = plot_attention(image, attention, f"{model.name} ({generator.model.config.sp_variant}), {label}",
+                              out_dir / f"attention_{index}.png")
+        client.log_artifact(run_id, str(path), "plots/attention")
+
+
+def _first_images(files: dict[str, BenchmarkFiles], count: int) -> list[tuple[str, Image.Image]]:
+    """The first `count` distinct question images, for the attention maps of every model."""
+    found: list[tuple[str, Image.Image]] = []
+    seen: set[str] = set()
+    for name, benchmark_files in files.items():
+        questions: list[EvalQuestion] = get_benchmark(name).load_questions(benchmark_files.questions)
+        for question in questions:
+            if len(found) == count:
+                return found
+            if question.image and question.image not in seen:
+                seen.add(question.image)
+                found.append((question.image, load_rgb_image(benchmark_files.images / question.image)))
+    return found

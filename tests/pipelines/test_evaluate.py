@@ -1,0 +1,119 @@
+"""Batch evaluation on a real local Ray and MLflow store: resume, error accounting, artifacts, the score CLI."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from pipelines.config import ConfigError, load_config
+from pipelines.evaluate.config import EvalBenchmark, EvalModel, EvaluateConfig
+from pipelines.evaluate.predict import predict, read_answers
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def first_run(ray_session, environment):
+    from pipelines.evaluate.run import evaluate
+
+    config = EvaluateConfig(models=[EvalModel(name="crop", variant="cropping"), EvalModel(name="pool",
+                                                                                          variant="pooling")],
+                            max_questions=6, max_new_tokens=4, attention_maps=2,
+                            output_dir=str(environment / "eval"), train_storage=str(environment / "none"))
+    return config, evaluate(config)
+
+
+def test_scores_tables_and_artifacts_land_in_mlflow(first_run):
+    _, result = first_run
+    client = MlflowClient(result.tracking_uri)
+    parent = [artifact.path for artifact in client.list_artifacts(result.parent_run_id)]
+    assert {"comparison.md", "comparison.csv", "synthetic_by_question_type.md"} <= set(parent)
+    comparison = client.download_artifacts(result.parent_run_id, "comparison.csv")
+    assert Path(comparison).read_text().splitlines()[0] == "model,synthetic (accuracy)"
+    for model in ("crop", "pool"):
+        run = client.get_run(result.model_run_ids[model])
+        assert run.data.tags["mlflow.parentRunId"] == result.parent_run_id
+        scores = result.scores[model]["synthetic"]
+        assert run.data.metrics["synthetic/accuracy"] == scores["accuracy"]
+        assert scores["questions"] == 6 and scores["missing"] == 0 and scores["eval_errors"] == 0
+        assert 0 < scores["uniform_chance"] < 1
+        answers = client.download_artifacts(run.info.run_id, "predictions/synthetic/answers.jsonl")
+        lines = [json.loads(line) for line in Path(answers).read_text().splitlines()]
+        assert len(lines) == 6 and {"question_id", "prompt", "text", "answer_id", "model_id"} <= set(lines[0])
+        assert all(line["model_id"] == model for line in lines)
+    # Both released variants have the DFI: one attention plot per image (paper Fig. 5).
+    plots = client.list_artifacts(result.model_run_ids["pool"], "plots/attention")
+    assert sorted(Path(plot.path).name for plot in plots) == ["attention_0.png", "attention_1.png"]
+
+
+def test_a_rerun_asks_only_the_missing_questions(first_run):
+    from pipelines.benchmarks import get_benchmark
+    from pipelines.defaults import embedded_dataset, embedded_model_dir
+
+    config, _ = first_run
+    out_dir = Path(config.output_dir) / "crop" / "synthetic"
+    answers_path = out_dir / "answers.jsonl"
+    before = read_answers(answers_path)
+    # An interruption: three complete lines kept, the fourth cut in the middle.
+    lines = answers_path.read_text().splitlines()
+    answers_path.write_text("\n".join(lines[:3]) + "\n" + lines[3][:20])
+    questions = get_benchmark("synthetic").load_questions(out_dir / "questions-first6.jsonl")
+    for question in questions:
+        question.max_new_tokens = 4
+    summary = predict(questions, str(embedded_model_dir("cropping")), "crop", embedded_dataset().root, out_dir,
+                      batch_size=8, num_actors=1, cpus_per_actor=1.0, gpus_per_actor=0.0, image_aspect="pad")
+    assert (summary.answered_before, summary.answered_now, summary.errors) == (3, 3, 0)
+    after = read_answers(answers_path)
+    assert [(line["question_id"], line["text"]) for line in after] == [(line["question_id"], line["text"])
+                                                                       for line in before]
+
+
+def test_a_question_whose_image_is_missing_is_counted_and_retried(first_run, tmp_path):
+    from pipelines.benchmarks import get_benchmark
+    from pipelines.defaults import embedded_dataset, embedded_model_dir
+
+    dataset = embedded_dataset()
+    rows = [json.loads(line) for line in dataset.test_jsonl.read_text().splitlines()[:3]]
+    rows[1]["image"] = "images/not-there.png"
+    questions_path = tmp_path / "questions.jsonl"
+    questions_path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    questions = get_benchmark("synthetic").load_questions(questions_path)
+    for question in questions:
+        question.max_new_tokens = 2
+    summary = predict(questions, str(embedded_model_dir("cropping")), "crop", dataset.root, tmp_path / "out",
+                      batch_size=8, num_actors=1, cpus_per_actor=1.0, gpus_per_actor=0.0, image_aspect="pad")
+    assert (summary.answered_now, summary.errors) == (2, 1)
+    errors = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
+    assert len(errors) == 1 and "not-there.png" in errors[0]["reason"]
+    scores = get_benchmark("synthetic").score(read_answers(summary.answers_path), questions_path, None)
+    assert scores["missing"] == 1 and scores["questions"] == 3
+
+
+def test_score_subcommand_prints_one_json_object(first_run):
+    config, _ = first_run
+    out_dir = Path(config.output_dir) / "pool" / "synthetic"
+    done = subprocess.run([sys.executable, "jobs/evaluate.py", "score", "--benchmark", "synthetic", "--questions",
+                           str(out_dir / "questions-first6.jsonl"), "--answers", str(out_dir / "answers.jsonl")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads(done.stdout)
+    expected = json.loads((out_dir / "scores.json").read_text())  # what the evaluation run logged
+    expected.pop("eval_errors")
+    assert metrics == expected and metrics["questions"] == 6
+    failed = subprocess.run([sys.executable, "jobs/evaluate.py", "score", "--benchmark", "nope", "--questions", "x",
+                             "--answers", "y"], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert failed.returncode == 2 and failed.stderr.startswith("score: error:") and "synthetic" in failed.stderr
+
+
+def test_bad_evaluate_options_fail_before_any_work():
+    with pytest.raises(ConfigError) as error:
+        load_config(EvaluateConfig, None, ["benchmarks=[{name: vqa9}, {name: pope}]", "batch_size=0"])
+    message = str(error.value)
+    assert "benchmark 'vqa9' is unknown" in message and "benchmark pope: questions= is required" in message
+    assert "batch_size=0 must be at least 1" in message
+    assert EvaluateConfig(benchmarks=[EvalBenchmark(name="pope", questions="q.jsonl")]).benchmarks[0].name == "pope"
