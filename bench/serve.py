@@ -2,8 +2,9 @@
 
     .venv/bin/python -m bench.serve [--clients 16] [--rounds 3] [--load-clients 32] [--load-seconds 60]
 
-(1) requests/s of 16 concurrent clients (each sends one image chat, 8 new tokens) against the same tiny model
-    deployed twice, with max_batch_size 16 and with max_batch_size 1, interleaved rounds, best round counts.
+(1) requests/s of 16 concurrent clients against the same tiny model deployed twice, with max_batch_size 16 and
+    with max_batch_size 1, interleaved rounds, best round counts; once with image chats, once text-only, each asking
+    for --max-tokens (default 128, LLaVA's answer budget).
 (2) decode tokens/s of SP-Cropping and SP-Pooling vs the baseline (sp_variant none) with the same LLM and vision
     weights, through sp_core's generator (the path Serve uses), one image, 64 tokens each (end of sequence
     ignored so every variant decodes the same number of tokens), interleaved, median of the repeats.
@@ -47,15 +48,16 @@ def image_data_url(seed: int) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def chat_body(model: str, seed: int, max_tokens: int) -> dict:
-    return {"model": model, "max_tokens": max_tokens, "messages": [{"role": "user", "content": [
-        {"type": "text", "text": "Where is the circle?"},
-        {"type": "image_url", "image_url": {"url": image_data_url(seed)}}]}]}
+def chat_body(model: str, seed: int, max_tokens: int, with_image: bool = True) -> dict:
+    content = [{"type": "text", "text": f"Where is the circle? ({seed})"}]
+    if with_image:
+        content.append({"type": "image_url", "image_url": {"url": image_data_url(seed)}})
+    return {"model": model, "max_tokens": max_tokens, "messages": [{"role": "user", "content": content}]}
 
 
-async def burst(model: str, clients: int, max_tokens: int) -> float:
+async def burst(model: str, clients: int, max_tokens: int, with_image: bool) -> float:
     """`clients` requests at once; returns requests/s."""
-    bodies = [chat_body(model, seed, max_tokens) for seed in range(clients)]
+    bodies = [chat_body(model, seed, max_tokens, with_image) for seed in range(clients)]
     async with httpx.AsyncClient(timeout=300) as client:
         started = time.perf_counter()
         responses = await asyncio.gather(*(client.post(f"{URL}/v1/chat/completions", json=body) for body in bodies))
@@ -97,23 +99,39 @@ async def load_run(model: str, clients: int, seconds: float, max_tokens: int) ->
             "p99_s": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]}
 
 
-def decode_speed(directories: dict[str, Path], repeats: int, new_tokens: int) -> dict[str, float]:
-    """Median tokens/s per variant for one image chat, generating exactly `new_tokens`."""
+def decode_speed(directories: dict[str, Path], repeats: int, new_tokens: int) -> dict[str, dict[str, float]]:
+    """Per variant, one image chat: end-to-end tokens/s (prefill included) and decode-only tokens/s.
+
+    Decode-only = (new_tokens - 1) / (time for new_tokens - time for 1 token): the steady generation rate, where
+    the SP tokens only add 6 positions to the KV cache; end-to-end adds the prefill, where the SP modules run.
+    Medians over the repeats, variants interleaved.
+    """
     from sp_core.inference import GenerationRequest, LlavaSPGenerator, SamplingParams
 
     generators = {name: LlavaSPGenerator.from_pretrained(path) for name, path in directories.items()}
     image = Image.open(io.BytesIO(base64.b64decode(image_data_url(7).split(",", 1)[1]))).convert("RGB")
-    request = GenerationRequest(["<image>\nWhere is the circle?"], [image],
-                                SamplingParams(max_new_tokens=new_tokens, ignore_eos=True))
-    times: dict[str, list[float]] = {name: [] for name in generators}
+
+    def request(tokens: int) -> GenerationRequest:
+        return GenerationRequest(["<image>\nWhere is the circle?"], [image],
+                                 SamplingParams(max_new_tokens=tokens, ignore_eos=True))
+
+    def seconds(generator: LlavaSPGenerator, tokens: int) -> float:
+        started = time.perf_counter()
+        result = generator.generate([request(tokens)])[0]
+        assert result.completion_tokens == tokens, result
+        return time.perf_counter() - started
+
+    full: dict[str, list[float]] = {name: [] for name in generators}
+    first: dict[str, list[float]] = {name: [] for name in generators}
     for repeat in range(repeats + 1):
         for name, generator in generators.items():
-            started = time.perf_counter()
-            result = generator.generate([request])[0]
-            assert result.completion_tokens == new_tokens, result
+            full_time, first_time = seconds(generator, new_tokens), seconds(generator, 1)
             if repeat:  # the first round warms up
-                times[name].append(time.perf_counter() - started)
-    return {name: new_tokens / statistics.median(values) for name, values in times.items()}
+                full[name].append(full_time)
+                first[name].append(first_time)
+    return {name: {"end_to_end": new_tokens / statistics.median(full[name]),
+                   "decode": (new_tokens - 1) / (statistics.median(full[name]) - statistics.median(first[name]))}
+            for name in generators}
 
 
 def same_llm_models(root: Path) -> dict[str, Path]:
@@ -139,7 +157,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--max-tokens", type=int, default=8)
+    # LLaVA's default answer budget (model_vqa_loader max_new_tokens); the random tiny model rarely stops earlier.
+    parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--decode-tokens", type=int, default=64)
     parser.add_argument("--decode-repeats", type=int, default=5)
     parser.add_argument("--load-clients", type=int, default=32)
@@ -169,13 +188,16 @@ def main() -> None:
 
     global URL
     base = URL
-    rates: dict[str, list[float]] = {"batched": [], "unbatched": []}
-    for _ in range(args.rounds + 1):
-        for name in rates:
-            URL = f"{base}/{name}"
-            rates[name].append(asyncio.run(burst(name, args.clients, args.max_tokens)))
-    best = {name: max(values[1:]) for name, values in rates.items()}  # round 0 warms up
-    log(f"burst rounds (req/s): {rates}")
+    best: dict[tuple[str, bool], float] = {}
+    for with_image in (True, False):
+        rates: dict[str, list[float]] = {"batched": [], "unbatched": []}
+        for _ in range(args.rounds + 1):
+            for name, values in rates.items():
+                URL = f"{base}/{name}"
+                values.append(asyncio.run(burst(name, args.clients, args.max_tokens, with_image)))
+        log(f"burst rounds (req/s), image={with_image}: {rates}")
+        for name, values in rates.items():
+            best[(name, with_image)] = max(values[1:])  # round 0 warms up
     URL = f"{base}/batched"
     load = asyncio.run(load_run("batched", args.load_clients, args.load_seconds, args.max_tokens))
     serve.shutdown()
@@ -183,13 +205,18 @@ def main() -> None:
 
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, tiny models (CLIP 336/14 hidden 32, Llama "
           "hidden 64), CPU fp32")
-    print(f"(1) {args.clients} concurrent image chats x {args.max_tokens} tokens, best of {args.rounds}: batched "
-          f"(max_batch_size {args.clients}) {best['batched']:.1f} req/s, batch size 1 {best['unbatched']:.1f} req/s, "
-          f"ratio {best['batched'] / best['unbatched']:.2f} (goal >= 4)")
-    print(f"(2) decode tokens/s, one image chat, {args.decode_tokens} tokens, median of {args.decode_repeats}: "
-          + ", ".join(f"{name} {rate:.1f}" for name, rate in decode.items())
-          + f"; ratios vs baseline: SP-Cropping {decode['sp-cropping'] / decode['baseline']:.3f}, "
-          f"SP-Pooling {decode['sp-pooling'] / decode['baseline']:.3f} (paper Tab. 2: 0.988 / 0.977; goal >= 0.99)")
+    for with_image, kind in ((True, "image chats"), (False, "text-only chats")):
+        batched, unbatched = best[("batched", with_image)], best[("unbatched", with_image)]
+        print(f"(1) {args.clients} concurrent {kind} x {args.max_tokens} tokens, best of {args.rounds}: batched "
+              f"(max_batch_size {args.clients}) {batched:.1f} req/s, batch size 1 {unbatched:.1f} req/s, "
+              f"ratio {batched / unbatched:.2f} (goal >= 4)")
+    for kind in ("decode", "end_to_end"):
+        rates = {name: speeds[kind] for name, speeds in decode.items()}
+        label = "decode-only" if kind == "decode" else "end-to-end (prefill included)"
+        print(f"(2) {label} tokens/s, one image chat, {args.decode_tokens} tokens, median of {args.decode_repeats}: "
+              + ", ".join(f"{name} {rate:.1f}" for name, rate in rates.items())
+              + f"; ratios vs baseline: SP-Cropping {rates['sp-cropping'] / rates['baseline']:.3f}, "
+              f"SP-Pooling {rates['sp-pooling'] / rates['baseline']:.3f} (paper Tab. 2: 0.988 / 0.977; goal >= 0.99)")
     print(f"(3) load: {args.load_clients} clients x {args.load_seconds:.0f} s: {load['requests']} requests, "
           f"{load['errors']} errors {load['error_kinds'] or ''}, {load['requests_per_s']:.1f} req/s, "
           f"p50 {load['p50_s'] * 1000:.0f} ms, p99 {load['p99_s'] * 1000:.0f} ms (goal: 0 errors)")

@@ -1,50 +1,48 @@
-"""Smoke demo (until the whole-pipeline demo lands): build the tiny LLaVA-SP model, save it, load it back through
-the same from_pretrained path real weights use, and answer a question about a generated image.
+"""The whole pipeline on the embedded default in one command (what `make demo` runs).
 
-    python jobs/demo.py [--out runs/demo] [--variant cropping|pooling|sliding_window|none]
+    python jobs/demo.py                        # baseline, SP-Cropping and SP-Pooling, end to end (~10 min, 2 CPUs)
+    python jobs/demo.py 'variants=[sp-cropping]' finetune_steps=40
+
+synthetic data -> Ray Data preprocessing -> stage 1 -> stage 2 (Ray Train + DeepSpeed) for each variant ->
+evaluation on the synthetic test split (Ray Data) -> models registered in MLflow -> the Serve endpoint answering
+one request with an image. Prints the results table, accuracy per question type against chance, and where to look.
+Everything lands under $LLAVA_SP_HOME (default ./runs) and ./mlflow.db. Options: pipelines/demo.py (DemoConfig).
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
 from pathlib import Path
 
-import torch
-from PIL import Image, ImageDraw
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout or a Ray working dir
 
-from sp_core.loading import load_llava_sp
-from sp_core.tiny import save_tiny_model
-
-PROMPT = "USER: <image>\nWhat colour is the shape? Answer the question using a single word or phrase. ASSISTANT:"
-
-
-def shape_image() -> Image.Image:
-    image = Image.new("RGB", (320, 240), "white")
-    ImageDraw.Draw(image).ellipse((40, 40, 140, 140), fill="red")
-    return image
+from pipelines.cli import parse_config, run_job
+from pipelines.demo import DemoConfig
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("runs/demo"))
-    parser.add_argument("--variant", default="cropping")
-    args = parser.parse_args(argv)
+    def work() -> int:
+        from pipelines.demo import run_demo
 
-    started = time.perf_counter()
-    model_dir = save_tiny_model(args.out / f"tiny-sp-{args.variant}", sp_variant=args.variant)
-    model, processor = load_llava_sp(model_dir)
-    inputs = processor(images=shape_image(), text=PROMPT, return_tensors="pt")
-    with torch.inference_mode():
-        output = model.generate(**inputs, max_new_tokens=8)
-    answer = processor.decode(output[0, inputs.input_ids.shape[1]:], skip_special_tokens=True)
-    image_tokens = int((inputs.input_ids == model.config.image_token_id).sum())
-    print(f"model:        {model_dir} ({sum(p.numel() for p in model.parameters()):,} random-weight parameters)")
-    print(f"image tokens: {image_tokens} = {model.config.num_spatial_tokens} spatial + {model.config.grid_size ** 2} patch")
-    print(f"answer:       {answer!r} (random weights: the words are noise until the model is trained)")
-    print(f"took {time.perf_counter() - started:.1f} s")
-    return 0
+        result = run_demo(parse_config(DemoConfig, argv, __doc__))
+        evaluation = result.evaluation
+        print("\n== Training (final loss, stage 1 -> stage 2)")
+        for name, (stage1, stage2) in result.trained.items():
+            print(f"  {name:12s} pretrain {stage1.metrics.get('loss', float('nan')):.3f} "
+                  f"-> finetune {stage2.metrics.get('loss', float('nan')):.3f}   mlflow run {stage2.run_id}")
+        print("\n== Synthetic test split: accuracy per question type, against chance")
+        print(evaluation.synthetic_markdown or evaluation.comparison_markdown)
+        print("== Registered models: " + (", ".join(result.registered.values()) or "(registration off)"))
+        print(f"== Serve: {result.served_answer}")
+        print("\n== Where to look")
+        print(f"  MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {evaluation.tracking_uri}  -> http://127.0.0.1:5000"
+              "  (experiment llava-sp-demo)")
+        print("  Serve:      .venv/bin/python jobs/serve.py 'models=[{name: sp-cropping, source: "
+              "\"models:/llava-sp-demo-sp-cropping@demo\"}]'  -> http://127.0.0.1:8000/v1/chat/completions")
+        print(f"\ndemo finished in {result.seconds / 60:.1f} min")
+        return 0
+
+    return run_job("demo", work)
 
 
 if __name__ == "__main__":

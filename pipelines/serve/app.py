@@ -231,7 +231,7 @@ class LlavaSPIngress:
         call = await self._parse(request)
         call.request_id = f"chatcmpl-{request_id}"
         handle = self.models[call.model]
-        images = await asyncio.to_thread(self._decode_images, call.image_urls)  # off the event loop
+        images = await asyncio.to_thread(self._decode_images, call.image_urls) if call.image_urls else []
         arguments = (call.turns, images, call.sampling, call.system)
         if call.stream:
             stream = handle.options(stream=True).stream.remote(*arguments)

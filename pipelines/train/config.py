@@ -12,6 +12,7 @@ from sp_core.modeling import LANGUAGE_MODEL_LORA_TARGETS
 
 STAGES = ("pretrain", "finetune")
 PRECISIONS = ("auto", "bf16", "fp32")
+ZERO_STAGES = (2, 3)  # infra/deepspeed/zero{stage}.json
 
 
 @dataclass
@@ -44,7 +45,7 @@ class TrainConfig:
 
     # system
     precision: str = "auto"  # auto = bf16 on a GPU that has it, fp32 on CPU
-    zero_stage: int = 2  # infra/deepspeed/zero{stage}.json; only 2 is supported so far
+    zero_stage: int = 2  # infra/deepspeed/zero{stage}.json: 2 (optimizer + gradients partitioned) or 3 (+ weights)
     num_workers: int = 2
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
@@ -65,11 +66,8 @@ class TrainConfig:
             problems.append(f"stage={self.stage!r}; allowed: {', '.join(STAGES)}")
         if self.precision not in PRECISIONS:
             problems.append(f"precision={self.precision!r}; allowed: {', '.join(PRECISIONS)}")
-        if self.zero_stage != 2:
-            # ZeRO-3 partitions the parameters, so the rank-0 saves of trained weights, the probe and the final
-            # export would need gathered parameters; until that path is built and tested, refuse it up front.
-            problems.append(f"zero_stage={self.zero_stage} is not supported yet; allowed: 2 "
-                            "(infra/deepspeed/zero3*.json are kept for the multi-GPU path)")
+        if self.zero_stage not in ZERO_STAGES:
+            problems.append(f"zero_stage={self.zero_stage}; allowed: {', '.join(map(str, ZERO_STAGES))}")
         if self.stage == "pretrain" and (self.init_from or self.full_finetune):
             problems.append("init_from / full_finetune are finetune options; stage=pretrain trains the projector")
         for name in ("epochs", "micro_batch_size", "gradient_accumulation_steps", "num_workers", "checkpoint_every",

@@ -39,8 +39,10 @@ class TrainResult:
         return self.checkpoint / "model"
 
 
-def deepspeed_config(config: TrainConfig) -> dict:
-    """infra/deepspeed/zero{stage}.json with its "auto" fields filled from the training config."""
+def deepspeed_config(config: TrainConfig, hidden_size: int | None = None) -> dict:
+    """infra/deepspeed/zero{stage}.json with its "auto" fields filled from the training config, and ZeRO's bucket
+    sizes from the LLM's hidden size as the HF Trainer fills them (else DeepSpeed's defaults: a 1e5-element
+    persistence threshold would leave a tiny model's parameters all unpartitioned under ZeRO-3)."""
     settings = json.loads((INFRA / "deepspeed" / f"zero{config.zero_stage}.json").read_text())
     filled = {
         "train_micro_batch_size_per_gpu": config.micro_batch_size,
@@ -50,10 +52,26 @@ def deepspeed_config(config: TrainConfig) -> dict:
     }
     settings.update({key: value for key, value in filled.items() if settings.get(key) == "auto"})
     settings["bf16"] = {"enabled": resolve_precision(config) == "bf16"}
-    for key, value in list(settings["zero_optimization"].items()):
+    sizes = {"reduce_bucket_size": hidden_size * hidden_size,
+             "stage3_prefetch_bucket_size": int(0.9 * hidden_size * hidden_size),
+             "stage3_param_persistence_threshold": 10 * hidden_size} if hidden_size else {}
+    zero = settings["zero_optimization"]
+    for key, value in list(zero.items()):
         if value == "auto":
-            del settings["zero_optimization"][key]  # DeepSpeed's own default
+            if key in sizes:
+                zero[key] = sizes[key]
+            else:
+                del zero[key]  # DeepSpeed's own default
     return settings
+
+
+def text_hidden_size(model_dir: str) -> int | None:
+    """The LLM's hidden size from <model_dir>/config.json (None if it cannot be read there)."""
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        return None
+    settings = json.loads(path.read_text())
+    return (settings.get("text_config") or settings).get("hidden_size")
 
 
 def resolve_stage1(init_from: str, uri: str) -> Path | None:
@@ -93,7 +111,7 @@ def train(config: TrainConfig, model_dir: str, data_dir: str) -> TrainResult:
         "model_dir": model_dir,
         "stage1_checkpoint": str(stage1) if stage1 else None,
         "plan_steps": plan.steps,
-        "deepspeed": deepspeed_config(config),
+        "deepspeed": deepspeed_config(config, text_hidden_size(model_dir)),
         "pad_token_id": tokenizer.pad_token_id,
         "image_processor": asdict(image_processor),
         "tracker": {"uri": uri, "run_id": run_id},

@@ -8,6 +8,7 @@ by the accumulation steps and averages gradients over workers.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -120,34 +121,65 @@ def train_func(loop_config: dict[str, Any]) -> None:
 def _summed_token_loss(engine: deepspeed.DeepSpeedEngine, batch: dict[str, torch.Tensor],
                        image_shape: tuple[int, int, int]) -> torch.Tensor:
     labels = batch.pop("labels")
-    logits = engine(**batch).logits
-    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100,
+    with _blank_image_if_text_only(engine, batch, image_shape):
+        logits = engine(**batch).logits
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100,
                            reduction="sum")
-    if "pixel_values" not in batch:
-        # A text-only micro-batch leaves the projector out of the graph, so its gradients would never be reduced
-        # on this worker while another worker reduces them: DeepSpeed's collectives would no longer pair up.
-        # As LLaVA does with a blank image for text-only samples, put the projector in the graph at zero weight.
-        blank = torch.zeros((1, *image_shape), dtype=next(engine.module.parameters()).dtype, device=labels.device)
-        loss = loss + 0.0 * unwrap(engine.module).image_features(blank).sum()
-    return loss
+
+
+@contextlib.contextmanager
+def _blank_image_if_text_only(engine: deepspeed.DeepSpeedEngine, batch: dict[str, torch.Tensor],
+                              image_shape: tuple[int, int, int]):
+    """A text-only micro-batch leaves the projector out of the graph, so its gradients would never be reduced on this
+    worker while another worker reduces them: DeepSpeed's collectives would no longer pair up. As LLaVA does with a
+    blank image for text-only samples, put the projector in the graph at zero weight.
+
+    It runs where an image batch computes its image features (LLaVA embeds the tokens, then encodes the images):
+    under ZeRO-3 every module's forward and backward gathers its parameters from all ranks, so a worker with text
+    only must run the vision tower and projector at the same point in the module order as a worker with images."""
+    if "pixel_values" in batch:
+        yield
+        return
+    model = unwrap(engine.module)
+    blank = torch.zeros((1, *image_shape), dtype=next(model.parameters()).dtype, device=batch["input_ids"].device)
+
+    def add_blank_image(module, args, embeddings):
+        return embeddings + 0.0 * model.image_features(blank).sum()
+
+    hook = model.get_input_embeddings().register_forward_hook(add_blank_image)
+    try:
+        yield
+    finally:
+        hook.remove()
+
+
+def _broadcast_probe(probe: dict[str, torch.Tensor] | None, rank: int) -> dict[str, torch.Tensor]:
+    """Rank 0's probe batch on every rank (under ZeRO-3 the probe's forward needs all ranks, on the same inputs)."""
+    box = [{name: tensor.cpu() for name, tensor in probe.items()} if rank == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _checkpoint_and_report(engine: deepspeed.DeepSpeedEngine, config: TrainConfig, loop_config: dict, rank: int,
                            world: int, metrics: dict, probe: dict[str, torch.Tensor] | None) -> None:
     """Every rank saves its DeepSpeed state; rank 0 the trained weights (and at the end the whole model, plus the
-    live model's logits on its last micro-batch, so a reload can be checked against them)."""
+    live model's logits on its last micro-batch, so a reload can be checked against them).
+
+    Every rank runs every step below in the same order: under ZeRO-3 reading full weights and running the probe's
+    forward are collectives (a rank that skipped one would leave the others waiting forever). Only rank 0 writes."""
     final = probe is not None
+    write = rank == 0
     with tempfile.TemporaryDirectory() as temporary:
         directory = Path(temporary)
         engine.save_checkpoint(str(directory / DEEPSPEED_DIR), tag=DEEPSPEED_TAG, exclude_frozen_parameters=True)
-        if rank == 0:
-            save_trained_weights(engine.module, directory, config.full_finetune)
+        save_trained_weights(engine.module, directory, config.full_finetune, write=write)
+        if write:
             write_trainer_state(directory, {"step": metrics["step"], "world_size": world,
                                             "samples_seen": metrics["step"] * config.samples_per_step,
                                             "final": final, "config": loop_config["train"]})
-            if final:
-                save_probe(engine.module, probe, directory)
-                export_model(engine.module, loop_config["model_dir"], directory)
+        if final:
+            save_probe(engine.module, _broadcast_probe(probe, rank), directory, write=write)
+            export_model(engine.module, loop_config["model_dir"], directory, write=write)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(temporary))  # [ray] a barrier
 
 
