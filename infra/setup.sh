@@ -36,7 +36,7 @@ run() {
 run "$python" -m pip install "torch==${torch_version}" --index-url "https://download.pytorch.org/whl/${torch_cuda}"
 # The project's ray range (>=2.50,<3) would let pip upgrade Ray; a node whose Ray differs from the head's cannot join
 # the cluster, so pin it to what is there. The installed torch satisfies the project's range and stays.
-run "$python" -m pip install -e "$project_dir" "ray[train,data,serve]==${ray_version}"
+run "$python" -m pip install -e "${project_dir}[real]" "ray[train,data,serve]==${ray_version}"
 
 if [[ -z "${DRY_RUN:-}" ]]; then
   "$python" - "$torch_version" "$torch_cuda" "$ray_version" <<'EOF'

@@ -63,10 +63,11 @@ def save_probe(model: torch.nn.Module, batch: dict[str, torch.Tensor], directory
     """The live model's logits (eval mode) on one batch, with the batch: probe.safetensors. Under ZeRO-3 every rank
     must run this with the same batch (the forward gathers each module's parameters from all ranks)."""
     inputs = {name: tensor for name, tensor in batch.items() if name != "labels"}
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        logits = model(**inputs).logits.float()
+        logits = model(**{name: tensor.to(device) for name, tensor in inputs.items()}).logits.float()
     model.train(was_training)
     if write:
         save_file(_contiguous({**inputs, "logits": logits}), str(directory / PROBE))

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import deepspeed
+import ray.train
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from transformers import get_cosine_schedule_with_warmup
 
-import ray.train
 from pipelines.train.checkpoint import (
     DEEPSPEED_DIR,
     DEEPSPEED_TAG,

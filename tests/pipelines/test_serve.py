@@ -11,7 +11,6 @@ import pytest
 import torch
 from PIL import Image
 
-from sp_core.image_processing import LlavaSPImageProcessor
 from sp_core.inference import GenerationRequest, LlavaSPGenerator, SamplingParams
 from sp_core.processing import build_llava_sp_processor
 from sp_core.tiny import build_tiny_model, save_tiny_model
@@ -253,3 +252,21 @@ def test_the_official_openai_client_works_against_the_endpoint(served):
         client.chat.completions.create(model="nope", messages=messages)
     with pytest.raises(AuthenticationError):
         OpenAI(base_url=f"{URL}/v1", api_key="wrong", max_retries=0).models.list()
+
+
+def test_the_evaluation_judge_client_talks_to_an_openai_compatible_server(served):
+    # The GPT judge of LLaVA-Bench / MM-Vet is pluggable: any OpenAI-compatible endpoint, here our own.
+    from pipelines.benchmarks.judge_client import (
+        JudgeConfig,
+        JudgeError,
+        OpenAICompatibleJudge,
+    )
+
+    judge = OpenAICompatibleJudge(JudgeConfig(url=f"{URL}/v1", model="sp-cropping", api_key=KEY, max_attempts=1))
+    review = judge.complete([{"role": "user", "content": "Rate both answers from 1 to 10."}], temperature=0.0,
+                            max_tokens=4)
+    assert review == _post({"model": "sp-cropping", "max_tokens": 4, "temperature": 0.0, "messages": [
+        {"role": "user", "content": "Rate both answers from 1 to 10."}]}).json()["choices"][0]["message"]["content"]
+    with pytest.raises(JudgeError, match="refused the request"):
+        OpenAICompatibleJudge(JudgeConfig(url=f"{URL}/v1", model="gpt-4-0613", api_key=KEY, max_attempts=1)).complete(
+            [{"role": "user", "content": "hi"}], temperature=0.0, max_tokens=4)
