@@ -18,11 +18,13 @@ from sp_core.inference import LlavaSPGenerator
 
 def attention_maps(generator: LlavaSPGenerator, images: list[Image.Image]) -> torch.Tensor | None:
     """(N, n_spatial, n_keys) DFI attention for these images, or None when the model has no DFI."""
-    if not images or not generator.model.config.sp_dfi:
+    config = generator.model.config
+    if not images or not config.sp_dfi or config.num_spatial_tokens == 0:  # the baseline has no spatial tokens
         return None
     pixels = generator.image_processor(images).to(device=generator.model.device, dtype=generator.model.dtype)
     with torch.inference_mode():
-        return generator.model.project_images(pixels).detail_attention.float().cpu()
+        attention = generator.model.project_images(pixels).detail_attention
+    return None if attention is None else attention.float().cpu()
 
 
 def plot_attention(image: Image.Image, attention: torch.Tensor, title: str, path: Path) -> Path:

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow import MlflowClient
 
 from pipelines.config import ConfigError, load_config
@@ -117,3 +118,24 @@ def test_bad_evaluate_options_fail_before_any_work():
     assert "benchmark 'vqa9' is unknown" in message and "benchmark pope: questions= is required" in message
     assert "batch_size=0 must be at least 1" in message
     assert EvaluateConfig(benchmarks=[EvalBenchmark(name="pope", questions="q.jsonl")]).benchmarks[0].name == "pope"
+
+
+@pytest.mark.parametrize(("variant", "shape"), [("cropping", (2, 6, 25)), ("pooling", (2, 6, 25)), ("none", None)])
+def test_attention_maps_exist_for_dfi_models_only(variant, shape, tmp_path):
+    from PIL import Image
+
+    from pipelines.evaluate.attention import attention_maps, plot_attention
+    from sp_core.image_processing import LlavaSPImageProcessor
+    from sp_core.inference import LlavaSPGenerator
+    from sp_core.tiny import build_tiny_model
+
+    model, tokenizer = build_tiny_model(seed=0, sp_variant=variant)
+    generator = LlavaSPGenerator(model, tokenizer, LlavaSPImageProcessor())
+    images = [Image.new("RGB", (320, 240), "red"), Image.new("RGB", (200, 300), "blue")]
+    maps = attention_maps(generator, images)
+    if shape is None:  # the LLaVA-1.5 baseline: no spatial tokens, no DFI, no plot
+        assert maps is None
+        return
+    assert tuple(maps.shape) == shape and torch.allclose(maps.sum(-1), torch.ones(2, 6), atol=1e-5)
+    path = plot_attention(images[0], maps[0], variant, tmp_path / "map.png")
+    assert path.stat().st_size > 5000 and Image.open(path).size[0] > Image.open(path).size[1]
