@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(BIN)/python jobs/demo.py
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=30
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

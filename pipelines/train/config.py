@@ -13,6 +13,7 @@ from sp_core.modeling import LANGUAGE_MODEL_LORA_TARGETS
 STAGES = ("pretrain", "finetune")
 PRECISIONS = ("auto", "bf16", "fp32")
 ZERO_STAGES = (2, 3)  # infra/deepspeed/zero{stage}.json
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")  # Ray placement groups
 
 
 @dataclass
@@ -50,6 +51,7 @@ class TrainConfig:
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
     torch_threads: int = 1  # intra-op threads per CPU worker
+    placement_strategy: str = "PACK"  # of the workers over nodes; STRICT_SPREAD: one worker per node
 
     # checkpoints and tracking
     checkpoint_every: int = 20  # optimizer steps
@@ -68,6 +70,8 @@ class TrainConfig:
             problems.append(f"precision={self.precision!r}; allowed: {', '.join(PRECISIONS)}")
         if self.zero_stage not in ZERO_STAGES:
             problems.append(f"zero_stage={self.zero_stage}; allowed: {', '.join(map(str, ZERO_STAGES))}")
+        if self.placement_strategy not in PLACEMENT_STRATEGIES:
+            problems.append(f"placement_strategy={self.placement_strategy!r}; allowed: {', '.join(PLACEMENT_STRATEGIES)}")
         if self.stage == "pretrain" and (self.init_from or self.full_finetune):
             problems.append("init_from / full_finetune are finetune options; stage=pretrain trains the projector")
         for name in ("epochs", "micro_batch_size", "gradient_accumulation_steps", "num_workers", "checkpoint_every",

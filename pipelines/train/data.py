@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
@@ -29,15 +30,18 @@ def shard_files(dataset_dir: str | Path) -> list[Path]:
 
 
 def shard_index(dataset_dir: str | Path) -> pa.Table:
-    """One row per training sample: file, row_in_file, modality_length (read without touching the pixels)."""
-    files, rows, lengths = [], [], []
-    for path in shard_files(dataset_dir):
-        column = pq.read_table(path, columns=["modality_length"]).column("modality_length").to_numpy()
-        files.extend([str(path)] * len(column))
-        rows.append(np.arange(len(column), dtype=np.int64))
-        lengths.append(column)
-    return pa.table({"file": files, "row_in_file": np.concatenate(rows),
-                     "modality_length": np.concatenate(lengths).astype(np.int64)})
+    """One row per training sample: file, row_in_file, modality_length (read without touching the pixels).
+
+    Sorted by (source, row): Ray Data writes rows in whatever order its tasks finish, and the training plan (so the
+    run itself) must depend on the data, not on how one preprocessing run happened to lay it out.
+    """
+    columns = ["modality_length", "source", "row"]
+    pieces = [pq.read_table(path, columns=columns).append_column("file", pa.array([str(path)] * count))
+              .append_column("row_in_file", pa.array(np.arange(count, dtype=np.int64)))
+              for path in shard_files(dataset_dir) for count in [pq.ParquetFile(path).metadata.num_rows]]
+    table = pa.concat_tables(pieces).sort_by([("source", "ascending"), ("row", "ascending")])
+    return pa.table({"file": table.column("file"), "row_in_file": table.column("row_in_file"),
+                     "modality_length": pc.cast(table.column("modality_length"), pa.int64())})
 
 
 @functools.lru_cache(maxsize=256)

@@ -120,7 +120,8 @@ def train(config: TrainConfig, model_dir: str, data_dir: str) -> TrainResult:
         train_func,
         train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
-                                               resources_per_worker={"CPU": config.cpus_per_worker}),
+                                               resources_per_worker={"CPU": config.cpus_per_worker},
+                                               placement_strategy=config.placement_strategy),
         datasets=datasets,
         # Every worker reads only its own planned dataset, in order.
         dataset_config=ray.train.DataConfig(datasets_to_split=[],

@@ -55,3 +55,29 @@ def test_max_steps_and_empty_data():
     assert plan.steps == 5 and len(plan.per_worker[0]) == 10
     with pytest.raises(ValueError, match="no rows"):
         make_plan(np.array([], dtype=np.int64), workers=1, micro_batch=1, accumulation=1, epochs=1, seed=0)
+
+
+def _write_shards(directory, layout: list[list[tuple[str, int, int]]]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (directory / "shards").mkdir(parents=True)
+    for number, rows in enumerate(layout):
+        sources, positions, lengths = zip(*rows)
+        pq.write_table(pa.table({"source": list(sources), "row": list(positions), "modality_length": list(lengths)}),
+                       directory / "shards" / f"chunk-00000-{number:03d}.parquet")
+
+
+def test_the_shard_index_follows_the_input_rows_not_the_order_ray_wrote_them(tmp_path):
+    from pipelines.train.data import shard_index
+
+    rows = [("a.json", 0, 5), ("a.json", 1, -3), ("a.json", 2, 7), ("b.json", 0, 9), ("b.json", 1, -4)]
+    _write_shards(tmp_path / "one", [rows[3:], rows[:3]])
+    _write_shards(tmp_path / "two", [[rows[2], rows[0]], [rows[4], rows[1], rows[3]]])
+    one, two = shard_index(tmp_path / "one"), shard_index(tmp_path / "two")
+    assert one.column("modality_length").to_pylist() == two.column("modality_length").to_pylist() == [5, -3, 7, 9, -4]
+    assert one.column("row_in_file").to_pylist() == [0, 1, 2, 0, 1]
+    assert two.column("row_in_file").to_pylist() == [1, 1, 0, 2, 0]
+    assert [path.rsplit("-", 1)[1] for path in two.column("file").to_pylist()] == ["000.parquet", "001.parquet",
+                                                                                    "000.parquet", "001.parquet",
+                                                                                    "001.parquet"]
