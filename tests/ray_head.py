@@ -62,7 +62,7 @@ def ray_head(num_cpus: int = 2) -> Iterator[str]:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
         try:
-            process.wait(timeout=40)
+            process.wait(timeout=8)  # a graceful `ray stop` of every process can take half a minute: not needed here
         except subprocess.TimeoutExpired:
             pass
         with contextlib.suppress(ProcessLookupError):

@@ -1,6 +1,6 @@
 """One training stage on a local 3-node Ray cluster, losing a node that runs a training worker mid-run.
 
-    python -m tests.pipelines.multinode_run OUT_DIR
+    python -m tests.pipelines.multinode_run OUT_DIR DATA_DIR     # DATA_DIR: from preprocessed_captions()
 
 Run in its own process by test_train_multinode.py: a Ray driver can join only one cluster, and the test session
 already has its own. The head has 2 CPUs, each of the two worker nodes 1; the run asks for one worker per node
@@ -12,6 +12,7 @@ from the checkpoint. Writes OUT_DIR/outcome.json: which node ran which worker, t
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -27,8 +28,8 @@ MAX_STEPS, CHECKPOINT_EVERY, REMOVE_AFTER, ROWS = 12, 2, 5, 48  # 48 rows = 12 s
 HEALTH_CHECKS = {"health_check_period_ms": 500, "health_check_failure_threshold": 4}  # a lost node is noticed in ~2 s
 
 
-def _preprocessed(out: Path) -> str:
-    """A small stage-1 (caption) data set: ROWS synthetic images, preprocessed on the cluster."""
+def preprocessed_captions(out: Path) -> str:
+    """A small stage-1 (caption) data set of ROWS synthetic images (Ray must be initialised)."""
     from pipelines.data.model_inputs import row_processor_for
     from pipelines.data.preprocess import PreprocessConfig, preprocess
     from pipelines.defaults import embedded_model_dir
@@ -56,9 +57,7 @@ def _train_workers() -> dict[str, str]:
     return {actor.actor_id: actor.node_id for actor in actors}
 
 
-def main(out: Path) -> None:
-    import os
-
+def main(out: Path, data_dir: str) -> None:
     from pipelines.train.config import TrainConfig
     from pipelines.train.job import run_stage
 
@@ -67,7 +66,7 @@ def main(out: Path) -> None:
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
     head = ray.get_runtime_context().get_node_id()
-    config = TrainConfig(stage="pretrain", data=_preprocessed(out), num_workers=2, micro_batch_size=2,
+    config = TrainConfig(stage="pretrain", data=data_dir, num_workers=2, micro_batch_size=2,
                          max_steps=MAX_STEPS, checkpoint_every=CHECKPOINT_EVERY, max_failures=2,
                          placement_strategy="STRICT_SPREAD", storage_path=str(out / "runs"), run_name=RUN_NAME)
     outcome: dict = {"head": head, "worker_nodes": [node.node_id for node in workers], "workers_seen": {}}
@@ -93,4 +92,4 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), sys.argv[2])

@@ -8,6 +8,7 @@ import torch
 from mlflow import MlflowClient
 from safetensors.torch import load_file
 
+from pipelines.defaults import embedded_model_dir
 from pipelines.train.config import TrainConfig
 from pipelines.train.job import run_stage
 from pipelines.train.launch import resolve_stage1
@@ -30,8 +31,8 @@ def stage2(ray_session, environment, stage1):
                                  storage_path=str(environment / "runs"), **COMMON))
 
 
-def _base_model(environment) -> LlavaSPForConditionalGeneration:
-    return LlavaSPForConditionalGeneration.from_pretrained(environment / "home" / "models" / "tiny-cropping")
+def _base_model() -> LlavaSPForConditionalGeneration:
+    return LlavaSPForConditionalGeneration.from_pretrained(embedded_model_dir("cropping"))
 
 
 def _losses(result) -> list[float]:
@@ -44,7 +45,7 @@ def _losses(result) -> list[float]:
 
 def test_stage1_trains_only_the_projector(stage1, environment):
     trained = LlavaSPForConditionalGeneration.from_pretrained(stage1.model_dir)
-    base = _base_model(environment)
+    base = _base_model()
     for name, tensor in base.state_dict().items():
         if "multi_modal_projector" in name:
             continue
@@ -61,7 +62,7 @@ def test_stage2_trains_only_lora_and_the_projector(stage1, stage2, environment):
     assert adapter and all("language_model" in name and "lora_" in name for name in adapter)
     assert not any("vision_tower" in name or "multi_modal_projector" in name for name in adapter)
     trained = LlavaSPForConditionalGeneration.from_pretrained(stage2.model_dir)
-    base = _base_model(environment)
+    base = _base_model()
     lora_targets = {name.split(".lora_")[0].replace("base_model.model.", "") for name in adapter}
     for name, tensor in base.state_dict().items():
         if "multi_modal_projector" in name:
@@ -162,8 +163,8 @@ def test_step_loss_is_the_token_weighted_mean_over_workers_and_micro_batches(sta
     params = MlflowClient(stage1.tracking_uri).get_run(stage1.run_id).data.params
     index = shard_index(params["data_dir"])
     plan = make_plan(index.column("modality_length").to_numpy(), 2, 4, 1, 1, 42, 8)
-    model_dir = environment / "home" / "models" / "tiny-cropping"
-    model = _base_model(environment)
+    model_dir = embedded_model_dir("cropping")
+    model = _base_model()
     pad = AutoTokenizer.from_pretrained(model_dir).pad_token_id
     processor = LlavaSPImageProcessor.from_pretrained_dir(model_dir)
     total_loss, total_tokens = 0.0, 0

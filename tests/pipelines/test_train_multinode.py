@@ -14,11 +14,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def outcome(environment) -> dict:
+def outcome(ray_session, environment) -> dict:
+    from tests.pipelines.multinode_run import preprocessed_captions
+
     out = environment / "multinode"
     out.mkdir()
-    completed = subprocess.run([sys.executable, "-m", "tests.pipelines.multinode_run", str(out)], cwd=REPO,
-                               env={**os.environ, "RAY_ADDRESS": ""}, capture_output=True, text=True, timeout=540)
+    data_dir = preprocessed_captions(out)  # on the session's warm Ray; the cluster's fresh workers would be slower
+    completed = subprocess.run([sys.executable, "-m", "tests.pipelines.multinode_run", str(out), data_dir], cwd=REPO,
+                               check=False, env={**os.environ, "RAY_ADDRESS": ""}, capture_output=True, text=True,
+                               timeout=540)
     assert completed.returncode == 0, completed.stderr[-4000:]
     return json.loads((out / "outcome.json").read_text())
 
