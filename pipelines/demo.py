@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import io
 import logging
-import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -74,10 +73,8 @@ class DemoResult:
 
 def run_demo(config: DemoConfig) -> DemoResult:
     started = time.perf_counter()
-    dataset = embedded_dataset()  # generated once, before any worker needs it
-    rows = {"pretrain": dataset.pretrain_rows, "finetune": dataset.finetune_rows}
-    trained = {name: _train_variant(name, variant, config, rows) for name, variant in VARIANTS
-               if name in config.variants}
+    embedded_dataset()  # generated once, before any worker needs it
+    trained = {name: _train_variant(name, variant, config) for name, variant in VARIANTS if name in config.variants}
     sources = {name: f"mlflow:{stage2.run_id}" for name, (_, stage2) in trained.items()}
     evaluation = evaluate(EvaluateConfig(
         models=[EvalModel(name=name, source=source) for name, source in sources.items()],
@@ -88,23 +85,14 @@ def run_demo(config: DemoConfig) -> DemoResult:
     return DemoResult(trained, evaluation, registered, served_answer, time.perf_counter() - started)
 
 
-def epochs_for(steps: int, rows: int, global_batch: int) -> int:
-    """Epochs that hold at least `steps` steps (the run stops at max_steps)."""
-    return max(1, math.ceil(steps * global_batch / max(rows, 1)))
-
-
-def _train_variant(name: str, variant: str, config: DemoConfig,
-                   rows: dict[str, int]) -> tuple[TrainResult, TrainResult]:
-    global_batch = config.num_workers * config.micro_batch_size
+def _train_variant(name: str, variant: str, config: DemoConfig) -> tuple[TrainResult, TrainResult]:
     common = TrainConfig(variant=variant, num_workers=config.num_workers, micro_batch_size=config.micro_batch_size,
                          checkpoint_every=10_000, keep_checkpoints=1, storage_path=str(home() / "demo" / "train"),
                          experiment=config.experiment, log_every=10)
     stage1 = run_stage(replace(common, stage="pretrain", max_steps=config.pretrain_steps, lr=config.pretrain_lr,
-                               epochs=epochs_for(config.pretrain_steps, rows["pretrain"], global_batch),
                                run_name=f"pretrain-{name}"))
     logger.info("%s stage 1: loss %.3f", name, stage1.metrics.get("loss", float("nan")))
     stage2 = run_stage(replace(common, stage="finetune", max_steps=config.finetune_steps, lr=config.finetune_lr,
-                               epochs=epochs_for(config.finetune_steps, rows["finetune"], global_batch),
                                mm_projector_lr=config.finetune_lr, init_from=str(stage1.checkpoint),
                                full_finetune=config.full_finetune, lora_r=config.lora_r, lora_alpha=2 * config.lora_r,
                                run_name=f"finetune-{name}"))

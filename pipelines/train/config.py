@@ -26,7 +26,7 @@ class TrainConfig:
 
     # optimisation
     epochs: int = 1
-    max_steps: int = 0  # stop after this many optimizer steps (0: run all epochs)
+    max_steps: int = 0  # run exactly this many optimizer steps, over as many epochs as needed (0: run `epochs`)
     micro_batch_size: int = 4  # per worker
     gradient_accumulation_steps: int = 1
     lr: float = 1e-3

@@ -35,10 +35,11 @@ def shard_index(dataset_dir: str | Path) -> pa.Table:
     Sorted by (source, row): Ray Data writes rows in whatever order its tasks finish, and the training plan (so the
     run itself) must depend on the data, not on how one preprocessing run happened to lay it out.
     """
-    columns = ["modality_length", "source", "row"]
-    pieces = [pq.read_table(path, columns=columns).append_column("file", pa.array([str(path)] * count))
-              .append_column("row_in_file", pa.array(np.arange(count, dtype=np.int64)))
-              for path in shard_files(dataset_dir) for count in [pq.ParquetFile(path).metadata.num_rows]]
+    pieces = []
+    for path in shard_files(dataset_dir):
+        piece = pq.read_table(path, columns=["modality_length", "source", "row"])
+        pieces.append(piece.append_column("file", pa.array([str(path)] * piece.num_rows))
+                      .append_column("row_in_file", pa.array(np.arange(piece.num_rows, dtype=np.int64))))
     table = pa.concat_tables(pieces).sort_by([("source", "ascending"), ("row", "ascending")])
     return pa.table({"file": table.column("file"), "row_in_file": table.column("row_in_file"),
                      "modality_length": pc.cast(table.column("modality_length"), pa.int64())})

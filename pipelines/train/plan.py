@@ -70,12 +70,14 @@ def modality_length_grouped_order(modality_lengths: np.ndarray, batch_size: int,
 def make_plan(modality_lengths: np.ndarray, workers: int, micro_batch: int, accumulation: int, epochs: int,
               seed: int, max_steps: int = 0) -> TrainingPlan:
     """Deal each epoch's order into micro-batches: micro-batch m goes to worker m % workers (as accelerate
-    shards a batch sampler). A last partial step is completed with the epoch's first samples, so that every worker
+    shards a batch sampler). With max_steps set, `epochs` is ignored and the plan holds exactly max_steps steps. A last partial step is completed with the epoch's first samples, so that every worker
     runs the same number of steps and no sample is dropped."""
     if len(modality_lengths) == 0:
         raise ValueError("the training data has no rows")
     rng = np.random.default_rng(seed)
     per_step = workers * micro_batch * accumulation
+    if max_steps:  # as in HF's Trainer, max_steps overrides epochs: as many epochs as it takes
+        epochs = -(-max_steps // -(-len(modality_lengths) // per_step))
     order: list[int] = []
     for _ in range(epochs):
         epoch = modality_length_grouped_order(modality_lengths, micro_batch, workers * accumulation, rng)
