@@ -61,13 +61,42 @@ class LlavaSPSpatialFeatureExtractor(nn.Module):
         ]
 
 
+class WholeViewConv2d(nn.Conv2d):
+    """An nn.Conv2d (same parameters, same result) for inputs exactly the kernel's size, computed as one matmul.
+
+    On CPU, oneDNN re-packs the weight on every call; the paper's six SFE kernels hold 0.76 G weights, so that copy
+    made the projector 5x slower than the product itself. The module is still called, so that hooks on it (ZeRO-3
+    gathering its weight) run as for any conv."""
+
+    def forward(self, view: torch.Tensor) -> torch.Tensor:
+        if view.shape[-2:] != self.weight.shape[-2:]:
+            return super().forward(view)
+        return F.linear(view.flatten(1), self.weight.flatten(1), self.bias)[:, :, None, None]  # (B, C_out, 1, 1)
+
+
+class UnfoldConv2d(nn.Conv2d):
+    """An nn.Conv2d (same parameters, same result) computed as unfold + matmul, for the DFI's large strided kernel:
+    oneDNN would re-pack its 0.13 G weights on every call (see WholeViewConv2d)."""
+
+    def forward(self, grid: torch.Tensor) -> torch.Tensor:
+        if self.padding != (0, 0) or self.dilation != (1, 1) or self.groups != 1:
+            return super().forward(grid)
+        (kernel_h, kernel_w), (stride_h, stride_w) = self.kernel_size, self.stride
+        out_h, out_w = (grid.shape[-2] - kernel_h) // stride_h + 1, (grid.shape[-1] - kernel_w) // stride_w + 1
+        patches = F.unfold(grid, self.kernel_size, stride=self.stride)  # (B, C_in * kh * kw, out_h * out_w)
+        out = self.weight.flatten(1) @ patches  # (B, C_out, out_h * out_w)
+        if self.bias is not None:
+            out = out + self.bias[:, None]
+        return out.view(grid.shape[0], -1, out_h, out_w)
+
+
 class LlavaSPConvSFE(LlavaSPSpatialFeatureExtractor):
     """One bias-free conv per view whose kernel is the view's size, so each view becomes one C_sp vector."""
 
     def __init__(self, config: LlavaSPConfig):
         super().__init__(config)
         self.convs = nn.ModuleList(
-            nn.Conv2d(config.vision_feature_width, config.spatial_channels, kernel_size=size, bias=False)
+            WholeViewConv2d(config.vision_feature_width, config.spatial_channels, kernel_size=size, bias=False)
             for size in self.view_sizes
         )
 
@@ -131,7 +160,7 @@ class LlavaSPDetailFeatureIntegrator(nn.Module):
     def __init__(self, config: LlavaSPConfig):
         super().__init__()
         width = config.spatial_channels
-        self.detail_conv = nn.Conv2d(
+        self.detail_conv = UnfoldConv2d(
             config.vision_feature_width, width, kernel_size=config.sp_dfi_kernel, stride=2, bias=False
         )
         self.query_projector = _norm_linear(width)

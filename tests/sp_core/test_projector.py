@@ -5,6 +5,7 @@ import torch
 
 from sp_core import LlavaSPConfig, LlavaSPForConditionalGeneration, LlavaSPProjector
 from sp_core.convert import projector_from_official
+from sp_core.projector import UnfoldConv2d, WholeViewConv2d
 from sp_core.tiny import tiny_config
 from tests.sp_core.official_reference import official_projector_forward, official_state_dict
 
@@ -142,3 +143,26 @@ def test_ablation_token_counts_match_the_reference_forward(variant, tokens):
         reference = official_projector_forward({k.removeprefix("model."): v for k, v in state.items()}, features,
                                                variant, num_tokens=tokens)
         assert _relative_error(projector(features), reference) <= 1e-5
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_the_matmul_convs_equal_nn_conv2d_and_fall_back_on_other_shapes(bias):
+    torch.manual_seed(7)
+    grid = torch.randn(2, 8, 12, 12)
+    whole = WholeViewConv2d(8, 5, kernel_size=(4, 6), bias=bias)
+    reference = torch.nn.Conv2d(8, 5, kernel_size=(4, 6), bias=bias)
+    reference.load_state_dict(whole.state_dict())
+    view = grid[:, :, 2:6, 3:9]  # a non-contiguous crop exactly the kernel's size
+    assert torch.allclose(whole(view), reference(view), atol=1e-6)
+    assert whole(grid).shape == reference(grid).shape == (2, 5, 9, 7)  # larger input: the plain conv path
+    assert torch.allclose(whole(grid), reference(grid), atol=1e-6)
+
+    strided = UnfoldConv2d(8, 5, kernel_size=5, stride=2, bias=bias)
+    reference = torch.nn.Conv2d(8, 5, kernel_size=5, stride=2, bias=bias)
+    reference.load_state_dict(strided.state_dict())
+    assert strided(grid).shape == reference(grid).shape == (2, 5, 4, 4)
+    assert torch.allclose(strided(grid), reference(grid), atol=1e-6)
+    loss = strided(grid).square().sum()
+    loss.backward()
+    reference(grid).square().sum().backward()
+    assert torch.allclose(strided.weight.grad, reference.weight.grad, rtol=1e-5, atol=1e-5)
