@@ -50,6 +50,11 @@ def image_data_url(seed: int) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+def decoded_image(seed: int) -> Image.Image:
+    """The image that image_data_url(seed) carries, as the server decodes it."""
+    return Image.open(io.BytesIO(base64.b64decode(image_data_url(seed).split(",", 1)[1]))).convert("RGB")
+
+
 def chat_body(model: str, seed: int, max_tokens: int, with_image: bool = True) -> dict:
     content = [{"type": "text", "text": f"Where is the circle? ({seed})"}]
     if with_image:
@@ -111,7 +116,7 @@ def decode_speed(directories: dict[str, Path], repeats: int, new_tokens: int) ->
     from sp_core.inference import GenerationRequest, LlavaSPGenerator, SamplingParams
 
     generators = {name: LlavaSPGenerator.from_pretrained(path) for name, path in directories.items()}
-    image = Image.open(io.BytesIO(base64.b64decode(image_data_url(7).split(",", 1)[1]))).convert("RGB")
+    image = decoded_image(7)
 
     def request(tokens: int) -> GenerationRequest:
         return GenerationRequest(["<image>\nWhere is the circle?"], [image],
@@ -162,10 +167,9 @@ def in_process_batching(directory: Path, clients: int, max_tokens: int) -> dict[
     from sp_core.inference import GenerationRequest, LlavaSPGenerator, SamplingParams
 
     generator = LlavaSPGenerator.from_pretrained(directory)
+    images = [decoded_image(seed) for seed in range(clients)]
     ratios = {}
     for with_image in (True, False):
-        images = [Image.open(io.BytesIO(base64.b64decode(image_data_url(seed).split(",", 1)[1]))).convert("RGB")
-                  for seed in range(clients)]
         requests = [GenerationRequest([("<image>\n" if with_image else "") + f"Where is the circle? ({seed})"],
                                       [images[seed]] if with_image else [],
                                       SamplingParams(max_new_tokens=max_tokens, ignore_eos=True))

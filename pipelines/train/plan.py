@@ -12,6 +12,7 @@ form one last mixed megabatch.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,14 +71,16 @@ def modality_length_grouped_order(modality_lengths: np.ndarray, batch_size: int,
 def make_plan(modality_lengths: np.ndarray, workers: int, micro_batch: int, accumulation: int, epochs: int,
               seed: int, max_steps: int = 0) -> TrainingPlan:
     """Deal each epoch's order into micro-batches: micro-batch m goes to worker m % workers (as accelerate
-    shards a batch sampler). With max_steps set, `epochs` is ignored and the plan holds exactly max_steps steps. A last partial step is completed with the epoch's first samples, so that every worker
-    runs the same number of steps and no sample is dropped."""
+    shards a batch sampler). A last partial step is completed with the epoch's first samples, so that every worker
+    runs the same number of steps and no sample is dropped. With max_steps set, `epochs` is ignored (as in HF's
+    Trainer) and the plan holds exactly max_steps steps, over as many epochs as that takes."""
     if len(modality_lengths) == 0:
         raise ValueError("the training data has no rows")
     rng = np.random.default_rng(seed)
     per_step = workers * micro_batch * accumulation
-    if max_steps:  # as in HF's Trainer, max_steps overrides epochs: as many epochs as it takes
-        epochs = -(-max_steps // -(-len(modality_lengths) // per_step))
+    if max_steps:
+        steps_per_epoch = math.ceil(len(modality_lengths) / per_step)  # each epoch is padded to whole steps below
+        epochs = math.ceil(max_steps / steps_per_epoch)
     order: list[int] = []
     for _ in range(epochs):
         epoch = modality_length_grouped_order(modality_lengths, micro_batch, workers * accumulation, rng)
