@@ -1,4 +1,9 @@
-"""Images/s per core: LlavaSPImageProcessor vs transformers' CLIPImageProcessorPil on the same decoded images.
+"""Images/s per core: LlavaSPImageProcessor vs transformers' CLIPImageProcessor on the same decoded images.
+
+Without torchvision (as on these machines) transformers' CLIPImageProcessor falls back to CLIPImageProcessorPil,
+which is what "hf" times here. Ours runs with each of its two resizes: "torch" (the default, bit-identical to the
+default CLIPImageProcessor, which runs on torchvision where it is installed) and "pil" (bit-identical to
+CLIPImageProcessorPil); the max |diff| of each against CLIPImageProcessorPil is printed.
 
     cd /work/main && .venv/bin/python -m bench.preprocess_images [--images 200] [--batch-size 32] [--repeats 5]
 
@@ -11,11 +16,10 @@ the contenders reversed on every other round), and each contender's time is the 
 on that batch; a burst from a noisy neighbour then costs one sample rather than a whole pass. Torch runs on one
 thread: data workers each get one core.
 
-The printout splits the time per image. Both sides must run the same PIL bicubic resize of the whole image (the
-parity requirement: one uint8 level is 0.015 after normalisation), timed alone as the floor; each side's time beyond
-it is its own work (ours: reading the resized pixels out of PIL, casting and normalising the crop, and the first
-writes to the fresh output tensor, whose page faults the OS charges to them). If ours added nothing, the ratio would
-be CLIPImageProcessorPil's time over the resize's: that ceiling is printed. Batch size matters to both sides: a batch
+The printout splits the time per image. With resize="pil" both sides must run the same PIL bicubic resize of the
+whole image (bit parity: one uint8 level is 0.015 after normalisation), timed alone as that path's floor; if ours
+added nothing to it, the ratio would be CLIPImageProcessorPil's time over the resize's: that ceiling is printed.
+The torch resize is timed alone too. Batch size matters to both sides: a batch
 of 32 is 43 MB of float32, over glibc's 32 MiB mmap ceiling, so every call maps and faults in fresh memory, where
 smaller batches reuse freed heap. `THP_MEM_ALLOC_ENABLE=1` in the environment makes torch back its buffers of 2 MiB
 and more with transparent huge pages, which cuts those faults (torch's allocations only, on both sides).
@@ -36,7 +40,7 @@ from PIL import Image
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from sp_core.image_processing import LlavaSPImageProcessor, shortest_edge_size
+from sp_core.image_processing import LlavaSPImageProcessor, resize_bicubic, shortest_edge_size
 from sp_core.processing import clip_image_processor
 
 IMAGE_SIZE = 336
@@ -92,7 +96,8 @@ def main() -> None:
     torch.set_num_threads(1)
     images = make_decoded_jpegs(args.images)
     hf_processor = clip_image_processor(IMAGE_SIZE)
-    ours = LlavaSPImageProcessor(image_size=IMAGE_SIZE, aspect="square")
+    ours = LlavaSPImageProcessor(image_size=IMAGE_SIZE, aspect="square", resize="torch")
+    ours_pil = LlavaSPImageProcessor(image_size=IMAGE_SIZE, aspect="square", resize="pil")
     resized_size = shortest_edge_size(WIDTH, HEIGHT, IMAGE_SIZE)
 
     def run_hf(batch: list[Image.Image]) -> torch.Tensor:
@@ -100,7 +105,11 @@ def main() -> None:
 
     def run_resize_only(batch: list[Image.Image]) -> None:
         for image in batch:
-            image.resize(resized_size, Image.Resampling.BICUBIC)  # the very call inside both processors
+            image.resize(resized_size, Image.Resampling.BICUBIC)  # the very call inside CLIPImageProcessorPil
+
+    def run_torch_resize_only(batch: list[Image.Image]) -> None:
+        for image in batch:
+            resize_bicubic(image, resized_size, "torch")
 
     def run_to_uint8(batch: list[Image.Image]) -> list[np.ndarray]:
         return [ours.to_uint8(image) for image in batch]
@@ -112,17 +121,21 @@ def main() -> None:
         {
             "hf": (run_hf, image_batches),
             "ours": (ours, image_batches),
+            "ours_pil": (ours_pil, image_batches),
             "resize": (run_resize_only, image_batches),
+            "torch_resize": (run_torch_resize_only, image_batches),
             "to_uint8": (run_to_uint8, image_batches),
             "normalize": (ours.normalize, crop_batches),
         },
         args.repeats,
-        keep=("hf", "ours"),
+        keep=("hf", "ours", "ours_pil"),
     )
 
-    pairs = list(zip(outputs["ours"], outputs["hf"], strict=True))
-    max_diff = max((a - b).abs().max().item() for a, b in pairs)
-    channels_last = all(a.is_contiguous(memory_format=torch.channels_last) for a, _ in pairs)
+    def max_diff_to_hf(name: str) -> float:
+        pairs = zip(outputs[name], outputs["hf"], strict=True)
+        return max((a - b).abs().max().item() for a, b in pairs)
+
+    channels_last = all(a.is_contiguous(memory_format=torch.channels_last) for a in outputs["ours"])
     rate = {name: args.images / value for name, value in seconds.items()}
     ms = {name: 1000 * value / args.images for name, value in seconds.items()}
     print(
@@ -131,15 +144,21 @@ def main() -> None:
         f"{torch.get_num_threads()}"
     )
     print(
-        f"end-to-end: ours {rate['ours']:.1f} img/s, CLIPImageProcessorPil {rate['hf']:.1f} img/s, "
-        f"ratio {seconds['hf'] / seconds['ours']:.2f} (goal >= 2.0), max |diff| {max_diff:.1e}, "
-        f"ours channels_last {channels_last}"
+        f"end-to-end: ours (resize='torch', the default) {rate['ours']:.1f} img/s, CLIPImageProcessorPil "
+        f"{rate['hf']:.1f} img/s, ratio {seconds['hf'] / seconds['ours']:.2f} (goal >= 2.0), max |diff| "
+        f"{max_diff_to_hf('ours'):.1e} (CLIPImageProcessor's two backends differ as much), ours channels_last "
+        f"{channels_last}"
     )
     print(
-        f"split per image: shared PIL resize {ms['resize']:.2f} ms ({100 * seconds['resize'] / seconds['hf']:.0f}% "
-        f"of CLIPImageProcessorPil's time); after it ours +{ms['ours'] - ms['resize']:.2f} ms, "
-        f"CLIPImageProcessorPil +{ms['hf'] - ms['resize']:.2f} ms; ceiling if ours added nothing: ratio "
-        f"{seconds['hf'] / seconds['resize']:.2f}"
+        f"            ours (resize='pil') {rate['ours_pil']:.1f} img/s, ratio {seconds['hf'] / seconds['ours_pil']:.2f}, "
+        f"max |diff| {max_diff_to_hf('ours_pil'):.1e}"
+    )
+    print(
+        f"split per image: torch resize {ms['torch_resize']:.2f} ms, ours +{ms['ours'] - ms['torch_resize']:.2f} ms "
+        f"after it; PIL resize {ms['resize']:.2f} ms ({100 * seconds['resize'] / seconds['hf']:.0f}% of "
+        f"CLIPImageProcessorPil's time), ours (pil) +{ms['ours_pil'] - ms['resize']:.2f} ms after it, "
+        f"CLIPImageProcessorPil +{ms['hf'] - ms['resize']:.2f} ms; ceiling for resize='pil' if ours added nothing: "
+        f"ratio {seconds['hf'] / seconds['resize']:.2f}"
     )
     print(
         f"other paths: to_uint8 (shard writing) {rate['to_uint8']:.1f} img/s, ratio "

@@ -23,7 +23,7 @@ from PIL import Image
 from transformers import PreTrainedTokenizerBase
 
 from sp_core.conversation import IMAGE, chat_prompt, expand_image_tokens, get_template
-from sp_core.image_processing import AspectMode, LlavaSPImageProcessor
+from sp_core.image_processing import AspectMode, LlavaSPImageProcessor, ResizeBackend
 from sp_core.loading import load_llava_sp
 from sp_core.modeling import LlavaSPForConditionalGeneration
 
@@ -144,10 +144,11 @@ class LlavaSPGenerator:
         aspect: AspectMode = "pad",
         template: str = "vicuna_v1",
         max_images: int = 1,
+        resize: ResizeBackend = "torch",
     ) -> LlavaSPGenerator:
         """From a model directory (safetensors); images are prepared as in training ("pad" = LLaVA-1.5's default)."""
         model, processor = load_llava_sp(path, dtype=dtype, device=device)
-        image_processor = LlavaSPImageProcessor.from_pretrained_dir(path, aspect=aspect)
+        image_processor = LlavaSPImageProcessor.from_pretrained_dir(path, aspect=aspect, resize=resize)
         return cls(model, processor.tokenizer, image_processor, template=template, max_images=max_images)
 
     @property

@@ -14,7 +14,9 @@ def row_processor_for(config: PreprocessConfig, model: str) -> RowProcessor:
     model_config = AutoConfig.from_pretrained(model)
     image_tokens = getattr(model_config, "image_tokens_per_image", None) or model_config.image_seq_length
     tokenizer = AutoTokenizer.from_pretrained(model)
-    image_processor = LlavaSPImageProcessor.from_pretrained_dir(model, aspect=config.image_aspect)
+    image_processor = LlavaSPImageProcessor.from_pretrained_dir(
+        model, aspect=config.image_aspect, resize=config.image_resize
+    )
     return RowProcessor(
         tokenizer=tokenizer,
         image_processor=image_processor,

@@ -37,6 +37,7 @@ class EvaluateConfig:
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
     image_aspect: str = "pad"  # as in training
+    image_resize: str = "torch"  # as in training: torch | pil (see PreprocessConfig)
     max_questions: int = 0  # evaluate the first N questions of each benchmark (0 = all): smoke runs
     max_new_tokens: int = 0  # cap on answer length; 0 = each benchmark's official setting (128 or 1024)
 

@@ -48,8 +48,8 @@ class PredictionSummary:
 class LlavaSPPredictor:
     """A Ray Data callable class: load the model once per actor, answer a batch of questions per call."""
 
-    def __init__(self, model_dir: str, image_root: str, image_aspect: str):
-        self.generator = LlavaSPGenerator.from_pretrained(model_dir, aspect=image_aspect)
+    def __init__(self, model_dir: str, image_root: str, image_aspect: str, image_resize: str = "torch"):
+        self.generator = LlavaSPGenerator.from_pretrained(model_dir, aspect=image_aspect, resize=image_resize)
         self.image_root = Path(image_root)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
@@ -81,7 +81,7 @@ class LlavaSPPredictor:
 
 def predict(questions: list[EvalQuestion], model_dir: str, model_id: str, image_root: Path, out_dir: Path,
             batch_size: int, num_actors: int, cpus_per_actor: float, gpus_per_actor: float,
-            image_aspect: str) -> PredictionSummary:
+            image_aspect: str, image_resize: str = "torch") -> PredictionSummary:
     """Answer every question not yet in out_dir/answers.jsonl; returns counts."""
     out_dir.mkdir(parents=True, exist_ok=True)
     answers_path, errors_path = out_dir / ANSWERS_FILE, out_dir / ERRORS_FILE
@@ -96,7 +96,8 @@ def predict(questions: list[EvalQuestion], model_dir: str, model_id: str, image_
     dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // batch_size, 64)))
     answered = dataset.map_batches(
         LlavaSPPredictor,
-        fn_constructor_kwargs={"model_dir": model_dir, "image_root": str(image_root), "image_aspect": image_aspect},
+        fn_constructor_kwargs={"model_dir": model_dir, "image_root": str(image_root), "image_aspect": image_aspect,
+                               "image_resize": image_resize},
         batch_size=batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=num_actors),

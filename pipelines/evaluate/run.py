@@ -117,7 +117,8 @@ def _evaluate_benchmark(name: str, benchmark_files: BenchmarkFiles, model: EvalM
         for question in questions:
             question.max_new_tokens = min(question.max_new_tokens, config.max_new_tokens)
     summary = predict(questions, str(model_dir), model.name, benchmark_files.images, out_dir, config.batch_size,
-                      config.num_actors, config.cpus_per_actor, config.gpus_per_actor, config.image_aspect)
+                      config.num_actors, config.cpus_per_actor, config.gpus_per_actor, config.image_aspect,
+                      config.image_resize)
     spec = next(spec for spec in config.benchmarks if spec.name == name)
     if spec.submission:
         submission = benchmark.write_submission(read_answers(summary.answers_path), questions_path, out_dir)
@@ -177,7 +178,7 @@ def _mlflow_metrics(benchmark: str, metrics: dict[str, Any]) -> list:
 def _log_attention_maps(model: EvalModel, model_dir: Path, files: dict[str, BenchmarkFiles],
                         config: EvaluateConfig, client: MlflowClient, run_id: str) -> None:
     images = _first_images(files, config.attention_maps)
-    generator = LlavaSPGenerator.from_pretrained(model_dir, aspect=config.image_aspect)
+    generator = LlavaSPGenerator.from_pretrained(model_dir, aspect=config.image_aspect, resize=config.image_resize)
     maps = attention_maps(generator, [image for _, image in images])
     if maps is None:
         logger.info("%s has no DFI: no attention maps", model.name)

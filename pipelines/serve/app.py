@@ -69,13 +69,13 @@ class LlavaSPModelServer:
     """One model: prepares requests, batches them, generates."""
 
     def __init__(self, spec: dict[str, Any], max_batch_size: int, batch_wait_timeout_s: float, image_aspect: str,
-                 max_images_per_request: int):
+                 max_images_per_request: int, image_resize: str = "torch"):
         self.spec = ModelSpec(**spec)
         directory = resolve_model_dir(self.spec.source, self.spec.variant, f"model {self.spec.name}")
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.generator = LlavaSPGenerator.from_pretrained(
             directory, dtype=_dtype(self.spec.dtype, device), device=device, aspect=image_aspect,
-            max_images=max_images_per_request)
+            max_images=max_images_per_request, resize=image_resize)
         self.generate_batch.set_max_batch_size(max_batch_size)
         self.generate_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
         self.batch_sizes: list[int] = []
@@ -290,7 +290,7 @@ def build_app(args: dict[str, Any] | ServeConfig | None = None) -> serve.Applica
             options["num_replicas"] = spec.num_replicas
         models[spec.name] = LlavaSPModelServer.options(**options).bind(
             dataclasses.asdict(spec), config.max_batch_size, config.batch_wait_timeout_s, config.image_aspect,
-            config.max_images_per_request)
+            config.max_images_per_request, config.image_resize)
     return LlavaSPIngress.options(name="ingress", ray_actor_options={"num_cpus": config.ingress_cpus}).bind(
         models, dataclasses.asdict(config))
 

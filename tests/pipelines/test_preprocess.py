@@ -147,6 +147,21 @@ def test_changed_config_gets_a_new_dataset(ray_session, llava_data, tiny_model_d
     assert square.dataset_dir != base.dataset_dir and not square.reused
 
 
+def test_the_resize_reference_is_a_shard_setting(llava_data, tiny_model_dir, tmp_path):
+    from pipelines.data.model_inputs import row_processor_for
+    from pipelines.data.preprocess import fingerprint
+
+    keys = {}
+    for resize in ("torch", "pil"):
+        config = _config(llava_data, tiny_model_dir, tmp_path / "out", image_resize=resize)
+        processor = row_processor_for(config, str(tiny_model_dir))
+        assert processor.image_processor.resize == resize
+        keys[resize] = fingerprint(config, processor, "same inputs")
+    assert keys["torch"] != keys["pil"]
+    with pytest.raises(ValueError, match="image_resize='cv2'; allowed: torch, pil"):
+        _config(llava_data, tiny_model_dir, tmp_path / "out", image_resize="cv2")
+
+
 def test_image_root_may_be_a_uri(ray_session, llava_data, tiny_model_dir, tmp_path):
     result = run(_config(llava_data, tiny_model_dir, tmp_path / "out", image_root=f"file://{llava_data / 'images'}",
                          data=[f"file://{llava_data / 'data.json'}"]))

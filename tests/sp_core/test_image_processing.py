@@ -8,6 +8,7 @@ import json
 import struct
 import warnings
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,6 +29,12 @@ from sp_core.image_processing import (
 )
 
 SIZE = 336
+# The stored outputs of transformers' CLIPImageProcessor (see make_clip_torchvision_reference.py): case -> (W, H).
+REFERENCE_SIZE = 64
+REFERENCE_CASES = {
+    "wide": (100, 75), "tall": (75, 130), "same": (64, 64), "small": (40, 30),
+    "strip": (300, 41), "nearly": (65, 64), "thin": (17, 200), "large": (160, 120),
+}
 MEAN = np.array(CLIP_IMAGE_MEAN, dtype=np.float64).reshape(3, 1, 1)
 STD = np.array(CLIP_IMAGE_STD, dtype=np.float64).reshape(3, 1, 1)
 
@@ -72,13 +79,54 @@ def _png_header_only(width: int, height: int) -> bytes:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Parity with CLIPImageProcessorPil
+# Parity with transformers' default CLIPImageProcessor (torchvision backend), from stored outputs
+
+
+@pytest.fixture(scope="module")
+def torchvision_reference() -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(Path(__file__).parent / "data" / "clip_torchvision_reference.safetensors")
+
+
+def test_the_default_resize_is_transformers_default_clip_image_processor():
+    assert LlavaSPImageProcessor().resize == "torch"
+    with pytest.raises(ValueError, match=r"resize must be one of \['torch', 'pil'\], got 'cv2'"):
+        LlavaSPImageProcessor(resize="cv2")
+
+
+@pytest.mark.parametrize("aspect", ["square", "pad"])
+@pytest.mark.parametrize("case", list(REFERENCE_CASES))
+def test_torch_resize_matches_clip_image_processor_bit_for_bit(torchvision_reference, aspect, case):
+    image = Image.fromarray(torchvision_reference[f"input/{case}"].numpy())
+    assert image.size == REFERENCE_CASES[case]
+    expected = torchvision_reference[f"expected/{aspect}/{case}"].numpy()
+    ours = LlavaSPImageProcessor(image_size=REFERENCE_SIZE, aspect=aspect)
+
+    np.testing.assert_array_equal(ours.to_uint8(image), expected)
+    expected_pixels = (torch.from_numpy(expected).permute(2, 0, 1).double() / 255 - torch.from_numpy(MEAN)) / (
+        torch.from_numpy(STD))
+    assert (ours([image])[0].double() - expected_pixels).abs().max().item() < 1e-5
+
+
+def test_the_two_resizes_differ_by_at_most_two_levels_on_under_one_percent_of_pixels():
+    image = _photo_like(640, 480, seed=5)
+    torch_crop = LlavaSPImageProcessor(image_size=SIZE, resize="torch").to_uint8(image).astype(np.int16)
+    pil_crop = LlavaSPImageProcessor(image_size=SIZE, resize="pil").to_uint8(image).astype(np.int16)
+
+    difference = np.abs(torch_crop - pil_crop)
+    assert 0 < difference.max() <= 2
+    assert 0 < (difference > 0).mean() < 0.01
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Parity with CLIPImageProcessorPil (resize="pil")
 
 
 @pytest.mark.parametrize("width, height", [(640, 480), (300, 500), (100, 80), (337, 1001), (336, 336)])
-def test_square_mode_matches_clip_image_processor(hf_processor, width, height):
+def test_square_mode_matches_clip_image_processor_pil(hf_processor, width, height):
     image = _photo_like(width, height, seed=width + height)
-    ours = LlavaSPImageProcessor(image_size=SIZE, aspect="square")
+    ours = LlavaSPImageProcessor(image_size=SIZE, aspect="square", resize="pil")
 
     expected = _hf_pixels(hf_processor, image)
     actual = ours([image])[0]
@@ -91,10 +139,11 @@ def test_square_mode_matches_clip_image_processor(hf_processor, width, height):
     assert (actual - expected).abs().max().item() < 1e-5
 
 
-def test_call_on_a_batch_equals_clip_image_processor_and_normalize(hf_processor):
+@pytest.mark.parametrize("resize", ["pil", "torch"])
+def test_call_on_a_batch_equals_clip_image_processor_and_normalize(hf_processor, resize):
     images = [_photo_like(width, height, seed=index) for index, (width, height) in
               enumerate([(640, 480), (300, 500), (336, 336), (100, 80)])]
-    ours = LlavaSPImageProcessor(image_size=SIZE, aspect="square")
+    ours = LlavaSPImageProcessor(image_size=SIZE, aspect="square", resize=resize)
 
     actual = ours(images)
     expected = hf_processor(images, return_tensors="pt").pixel_values
@@ -102,7 +151,8 @@ def test_call_on_a_batch_equals_clip_image_processor_and_normalize(hf_processor)
     assert actual.shape == expected.shape == (4, 3, SIZE, SIZE) and actual.dtype == torch.float32
     # Stored NHWC (channels_last), so the crops are normalised without a permuting copy; the values do not care.
     assert actual.is_contiguous(memory_format=torch.channels_last) and not actual.is_contiguous()
-    assert (actual - expected).abs().max().item() < 1e-5
+    # Bit-identical crops with "pil"; "torch" is one or two levels (0.015 each) off on a few pixels.
+    assert (actual - expected).abs().max().item() < (1e-5 if resize == "pil" else 0.031)
     # Bit-identical to the shard path: uint8 crops stored, normalised at train time.
     assert torch.equal(actual, ours.normalize(np.stack([ours.to_uint8(image) for image in images])))
     assert ours([]).shape == (0, 3, SIZE, SIZE)
@@ -129,7 +179,7 @@ def test_channels_last_pixels_give_the_same_logits_as_contiguous_ones():
 @pytest.mark.parametrize("width, height", [(640, 480), (300, 500)])
 def test_pad_mode_equals_clip_on_the_expand2square_image(hf_processor, width, height):
     image = _photo_like(width, height, seed=1)
-    ours = LlavaSPImageProcessor(image_size=SIZE, aspect="pad")
+    ours = LlavaSPImageProcessor(image_size=SIZE, aspect="pad", resize="pil")
     assert ours.pad_fill == (122, 116, 104)
 
     expected = _hf_pixels(hf_processor, expand_to_square(image, (122, 116, 104)))
