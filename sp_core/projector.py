@@ -61,33 +61,25 @@ class LlavaSPSpatialFeatureExtractor(nn.Module):
         ]
 
 
-class WholeViewConv2d(nn.Conv2d):
-    """An nn.Conv2d (same parameters, same result) for inputs exactly the kernel's size, computed as one matmul.
+class MatmulConv2d(nn.Conv2d):
+    """An nn.Conv2d (same parameters, same result up to summation order) computed as unfold + one matmul.
 
-    On CPU, oneDNN re-packs the weight on every call; the paper's six SFE kernels hold 0.76 G weights, so that copy
-    made the projector 5x slower than the product itself. The module is still called, so that hooks on it (ZeRO-3
-    gathering its weight) run as for any conv."""
-
-    def forward(self, view: torch.Tensor) -> torch.Tensor:
-        if view.shape[-2:] != self.weight.shape[-2:]:
-            return super().forward(view)
-        return F.linear(view.flatten(1), self.weight.flatten(1), self.bias)[:, :, None, None]  # (B, C_out, 1, 1)
-
-
-class UnfoldConv2d(nn.Conv2d):
-    """An nn.Conv2d (same parameters, same result) computed as unfold + matmul, for the DFI's large strided kernel:
-    oneDNN would re-pack its 0.13 G weights on every call (see WholeViewConv2d)."""
+    On CPU, oneDNN re-packs the weight on every call. The paper's SFE and DFI kernels are huge (the six SFE kernels,
+    each its view's size, hold 0.76 G weights, the DFI's k=16 kernel 0.13 G) and slide over few positions, so that
+    copy made the projector 5x slower than the product itself; here the weight is read in place, once per call.
+    The module is still called, so hooks on it (ZeRO-3 gathering its weight) run as for any conv. Padding,
+    dilation and groups are not needed by the projector and take the plain conv path.
+    """
 
     def forward(self, grid: torch.Tensor) -> torch.Tensor:
-        if self.padding != (0, 0) or self.dilation != (1, 1) or self.groups != 1:
-            return super().forward(grid)
         (kernel_h, kernel_w), (stride_h, stride_w) = self.kernel_size, self.stride
         out_h, out_w = (grid.shape[-2] - kernel_h) // stride_h + 1, (grid.shape[-1] - kernel_w) // stride_w + 1
-        patches = F.unfold(grid, self.kernel_size, stride=self.stride)  # (B, C_in * kh * kw, out_h * out_w)
-        out = self.weight.flatten(1) @ patches  # (B, C_out, out_h * out_w)
-        if self.bias is not None:
-            out = out + self.bias[:, None]
-        return out.view(grid.shape[0], -1, out_h, out_w)
+        plain = self.padding != (0, 0) or self.dilation != (1, 1) or self.groups != 1
+        if plain or grid.dim() != 4 or out_h < 1 or out_w < 1:
+            return super().forward(grid)  # nn.Conv2d, including its error for an input smaller than the kernel
+        patches = F.unfold(grid, self.kernel_size, stride=self.stride).transpose(1, 2)  # (B, L, C_in * kh * kw)
+        out = F.linear(patches, self.weight.flatten(1), self.bias)  # (B, L, C_out), L = out_h * out_w
+        return out.transpose(1, 2).unflatten(2, (out_h, out_w))
 
 
 class LlavaSPConvSFE(LlavaSPSpatialFeatureExtractor):
@@ -96,7 +88,7 @@ class LlavaSPConvSFE(LlavaSPSpatialFeatureExtractor):
     def __init__(self, config: LlavaSPConfig):
         super().__init__(config)
         self.convs = nn.ModuleList(
-            WholeViewConv2d(config.vision_feature_width, config.spatial_channels, kernel_size=size, bias=False)
+            MatmulConv2d(config.vision_feature_width, config.spatial_channels, kernel_size=size, bias=False)
             for size in self.view_sizes
         )
 
@@ -160,7 +152,7 @@ class LlavaSPDetailFeatureIntegrator(nn.Module):
     def __init__(self, config: LlavaSPConfig):
         super().__init__()
         width = config.spatial_channels
-        self.detail_conv = UnfoldConv2d(
+        self.detail_conv = MatmulConv2d(
             config.vision_feature_width, width, kernel_size=config.sp_dfi_kernel, stride=2, bias=False
         )
         self.query_projector = _norm_linear(width)

@@ -41,8 +41,8 @@ def shard_index(dataset_dir: str | Path) -> pa.Table:
         pieces.append(piece.append_column("file", pa.array([str(path)] * piece.num_rows))
                       .append_column("row_in_file", pa.array(np.arange(piece.num_rows, dtype=np.int64))))
     table = pa.concat_tables(pieces).sort_by([("source", "ascending"), ("row", "ascending")])
-    return pa.table({"file": table.column("file"), "row_in_file": table.column("row_in_file"),
-                     "modality_length": pc.cast(table.column("modality_length"), pa.int64())})
+    table = table.select(["file", "row_in_file", "modality_length"])
+    return table.set_column(2, "modality_length", pc.cast(table.column("modality_length"), pa.int64()))
 
 
 @functools.lru_cache(maxsize=256)

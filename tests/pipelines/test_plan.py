@@ -57,6 +57,13 @@ def test_max_steps_and_empty_data():
         make_plan(np.array([], dtype=np.int64), workers=1, micro_batch=1, accumulation=1, epochs=1, seed=0)
 
 
+@pytest.mark.parametrize(("steps", "rows"), [(450, 444), (20, 400), (2000, 444), (7, 3)])
+def test_max_steps_runs_as_many_epochs_as_it_takes(steps, rows):
+    lengths = np.where(np.arange(rows) % 10 == 0, -50, 600)  # one text-only row in ten, as in the synthetic set
+    plan = make_plan(lengths, 2, 2, 1, 1, 42, steps)
+    assert plan.steps == steps  # one epoch of 444 rows is 111 steps: the demo's 450-step stage 2 once stopped there
+
+
 def _write_shards(directory, layout: list[list[tuple[str, int, int]]]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq

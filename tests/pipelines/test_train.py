@@ -43,7 +43,7 @@ def _losses(result) -> list[float]:
     return [by_step[step] for step in sorted(by_step)]
 
 
-def test_stage1_trains_only_the_projector(stage1, environment):
+def test_stage1_trains_only_the_projector(stage1):
     trained = LlavaSPForConditionalGeneration.from_pretrained(stage1.model_dir)
     base = _base_model()
     for name, tensor in base.state_dict().items():
@@ -57,7 +57,7 @@ def test_stage1_trains_only_the_projector(stage1, environment):
     assert all(torch.equal(saved[name], trained.projector.state_dict()[name]) for name in saved)
 
 
-def test_stage2_trains_only_lora_and_the_projector(stage1, stage2, environment):
+def test_stage2_trains_only_lora_and_the_projector(stage1, stage2):
     adapter = load_file(stage2.checkpoint / "adapter" / "adapter_model.safetensors")
     assert adapter and all("language_model" in name and "lora_" in name for name in adapter)
     assert not any("vision_tower" in name or "multi_modal_projector" in name for name in adapter)
@@ -150,7 +150,7 @@ def test_stage2_can_start_from_a_stage1_mlflow_run(stage1):
     assert all(torch.equal(downloaded[name], original[name]) for name in original)
 
 
-def test_step_loss_is_the_token_weighted_mean_over_workers_and_micro_batches(stage1, environment):
+def test_step_loss_is_the_token_weighted_mean_over_workers_and_micro_batches(stage1):
     """Step 1 runs on the untrained model: its logged loss must equal sum(token losses) / (target tokens) over the
     whole global batch (both workers' micro-batches), recomputed here in one process from the plan."""
     import pyarrow as pa

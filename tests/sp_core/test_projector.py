@@ -5,7 +5,7 @@ import torch
 
 from sp_core import LlavaSPConfig, LlavaSPForConditionalGeneration, LlavaSPProjector
 from sp_core.convert import projector_from_official
-from sp_core.projector import UnfoldConv2d, WholeViewConv2d
+from sp_core.projector import MatmulConv2d
 from sp_core.tiny import tiny_config
 from tests.sp_core.official_reference import official_projector_forward, official_state_dict
 
@@ -146,23 +146,29 @@ def test_ablation_token_counts_match_the_reference_forward(variant, tokens):
 
 
 @pytest.mark.parametrize("bias", [False, True])
-def test_the_matmul_convs_equal_nn_conv2d_and_fall_back_on_other_shapes(bias):
-    torch.manual_seed(7)
-    grid = torch.randn(2, 8, 12, 12)
-    whole = WholeViewConv2d(8, 5, kernel_size=(4, 6), bias=bias)
-    reference = torch.nn.Conv2d(8, 5, kernel_size=(4, 6), bias=bias)
-    reference.load_state_dict(whole.state_dict())
-    view = grid[:, :, 2:6, 3:9]  # a non-contiguous crop exactly the kernel's size
-    assert torch.allclose(whole(view), reference(view), atol=1e-6)
-    assert whole(grid).shape == reference(grid).shape == (2, 5, 9, 7)  # larger input: the plain conv path
-    assert torch.allclose(whole(grid), reference(grid), atol=1e-6)
+def test_the_matmul_conv_equals_nn_conv2d_and_falls_back_where_it_does_not_apply(bias):
+    def pair(**options):
+        ours, reference = MatmulConv2d(8, 5, bias=bias, **options), torch.nn.Conv2d(8, 5, bias=bias, **options)
+        reference.load_state_dict(ours.state_dict())
+        return ours, reference
 
-    strided = UnfoldConv2d(8, 5, kernel_size=5, stride=2, bias=bias)
-    reference = torch.nn.Conv2d(8, 5, kernel_size=5, stride=2, bias=bias)
-    reference.load_state_dict(strided.state_dict())
+    torch.manual_seed(7)
+    grid = torch.randn(2, 8, 12, 12, requires_grad=True)
+    whole, reference = pair(kernel_size=(4, 6))
+    view = grid[:, :, 2:6, 3:9]  # the SFE's case: a non-contiguous crop exactly the kernel's size
+    assert whole(view).shape == (2, 5, 1, 1)
+    assert torch.allclose(whole(view), reference(view), atol=1e-6)
+    assert torch.allclose(whole(grid), reference(grid), atol=1e-6)  # a larger input slides as a conv does
+
+    strided, reference = pair(kernel_size=5, stride=2)  # the DFI's case
     assert strided(grid).shape == reference(grid).shape == (2, 5, 4, 4)
     assert torch.allclose(strided(grid), reference(grid), atol=1e-6)
-    loss = strided(grid).square().sum()
-    loss.backward()
-    reference(grid).square().sum().backward()
-    assert torch.allclose(strided.weight.grad, reference.weight.grad, rtol=1e-5, atol=1e-5)
+    ours_grads = torch.autograd.grad(strided(grid).square().sum(), (strided.weight, grid))
+    reference_grads = torch.autograd.grad(reference(grid).square().sum(), (reference.weight, grid))
+    for ours_grad, reference_grad in zip(ours_grads, reference_grads):
+        assert torch.allclose(ours_grad, reference_grad, rtol=1e-5, atol=1e-5)
+
+    padded, reference = pair(kernel_size=3, padding=1)  # not a projector case: the plain conv path
+    assert padded(grid).shape == (2, 5, 12, 12) and torch.allclose(padded(grid), reference(grid), atol=1e-6)
+    with pytest.raises(RuntimeError, match="Kernel size can't be greater than actual input size"):
+        whole(grid[:, :, :3, :3])
