@@ -32,6 +32,7 @@ from pipelines.data.rows import RowProcessor
 from pipelines.data.schema import OK, QUARANTINE_SCHEMA, QUARANTINED, SHARD_SCHEMA
 from pipelines.data.staging import hash_inputs, stage_inputs
 from sp_core.conversation import TEMPLATES
+from sp_core.image_processing import ASPECT_MODES, RESIZE_BACKENDS
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +65,10 @@ class PreprocessConfig:
         problems = []
         if self.template not in TEMPLATES:
             problems.append(f"template={self.template!r}; allowed: {', '.join(TEMPLATES)}")
-        if self.image_aspect not in ("pad", "square"):
-            problems.append(f"image_aspect={self.image_aspect!r}; allowed: pad, square")
-        if self.image_resize not in ("torch", "pil"):
-            problems.append(f"image_resize={self.image_resize!r}; allowed: torch, pil")
+        if self.image_aspect not in ASPECT_MODES:
+            problems.append(f"image_aspect={self.image_aspect!r}; allowed: {', '.join(ASPECT_MODES)}")
+        if self.image_resize not in RESIZE_BACKENDS:
+            problems.append(f"image_resize={self.image_resize!r}; allowed: {', '.join(RESIZE_BACKENDS)}")
         for name in ("model_max_length", "rows_per_chunk", "rows_per_batch", "blocks_per_chunk", "max_image_pixels",
                      "max_image_bytes"):
             if getattr(self, name) < 1:

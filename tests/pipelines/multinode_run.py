@@ -6,7 +6,8 @@ Run in its own process by test_train_multinode.py: a Ray driver can join only on
 already has its own. The head has 2 CPUs, each of the two worker nodes 1; the run asks for one worker per node
 (STRICT_SPREAD), so one worker lands on a worker node. Once step 5 is logged (after the step-4 checkpoint) that
 node is removed (its raylet and every process on it killed): Ray Train replaces the lost worker on the nodes that
-remain and the run resumes from the checkpoint. Writes OUT_DIR/outcome.json: which node ran which worker, the removed node, the logged steps.
+remain and the run resumes from the checkpoint. Writes OUT_DIR/outcome.json: which node ran which worker, the
+removed node, the logged steps.
 """
 
 from __future__ import annotations

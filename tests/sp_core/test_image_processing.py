@@ -8,7 +8,6 @@ import json
 import struct
 import warnings
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +15,9 @@ import torch
 from PIL import Image, ImageFile
 
 from sp_core import processing
+from tests.sp_core.make_clip_torchvision_reference import CASES as REFERENCE_CASES
+from tests.sp_core.make_clip_torchvision_reference import IMAGE_SIZE as REFERENCE_SIZE
+from tests.sp_core.make_clip_torchvision_reference import OUTPUT as REFERENCE_FILE
 from sp_core.image_processing import (
     CLIP_IMAGE_MEAN,
     CLIP_IMAGE_STD,
@@ -29,12 +31,6 @@ from sp_core.image_processing import (
 )
 
 SIZE = 336
-# The stored outputs of transformers' CLIPImageProcessor (see make_clip_torchvision_reference.py): case -> (W, H).
-REFERENCE_SIZE = 64
-REFERENCE_CASES = {
-    "wide": (100, 75), "tall": (75, 130), "same": (64, 64), "small": (40, 30),
-    "strip": (300, 41), "nearly": (65, 64), "thin": (17, 200), "large": (160, 120),
-}
 MEAN = np.array(CLIP_IMAGE_MEAN, dtype=np.float64).reshape(3, 1, 1)
 STD = np.array(CLIP_IMAGE_STD, dtype=np.float64).reshape(3, 1, 1)
 
@@ -86,7 +82,7 @@ def _png_header_only(width: int, height: int) -> bytes:
 def torchvision_reference() -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    return load_file(Path(__file__).parent / "data" / "clip_torchvision_reference.safetensors")
+    return load_file(REFERENCE_FILE)
 
 
 def test_the_default_resize_is_transformers_default_clip_image_processor():
