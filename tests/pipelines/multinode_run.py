@@ -1,6 +1,6 @@
 """One training stage on a local 3-node Ray cluster, losing a node that runs a training worker mid-run.
 
-    python -m tests.pipelines.multinode_run OUT_DIR DATA_DIR     # DATA_DIR: from preprocessed_captions()
+    python -m tests.pipelines.multinode_run OUT_DIR DATA_DIR     # DATA_DIR: preprocessed stage-1 (caption) shards
 
 Run in its own process by test_train_multinode.py: a Ray driver can join only one cluster, and the test session
 already has its own. The head has 2 CPUs, each of the two worker nodes 1; the run asks for one worker per node
@@ -25,22 +25,8 @@ from ray.cluster_utils import Cluster
 from ray.util.state import list_actors
 
 RUN_NAME = "multinode"
-MAX_STEPS, CHECKPOINT_EVERY, REMOVE_AFTER, ROWS = 12, 2, 5, 48  # 48 rows = 12 steps of 2 workers x 2
+MAX_STEPS, CHECKPOINT_EVERY, REMOVE_AFTER = 12, 2, 5
 HEALTH_CHECKS = {"health_check_period_ms": 500, "health_check_failure_threshold": 4}  # a lost node is noticed in ~2 s
-
-
-def preprocessed_captions(out: Path) -> str:
-    """A small stage-1 (caption) data set of ROWS synthetic images (Ray must be initialised)."""
-    from pipelines.data.model_inputs import row_processor_for
-    from pipelines.data.preprocess import PreprocessConfig, preprocess
-    from pipelines.defaults import embedded_model_dir
-    from pipelines.synthetic import SyntheticConfig, generate_synthetic_dataset
-
-    synthetic = generate_synthetic_dataset(out / "synthetic", SyntheticConfig(train_images=ROWS, test_images=1))
-    model_dir = str(embedded_model_dir("cropping"))
-    config = PreprocessConfig(data=[str(synthetic.pretrain_json)], image_root=str(synthetic.root), model=model_dir,
-                              template="plain", output_dir=str(out / "data"))
-    return str(preprocess(config, row_processor_for(config, model_dir)).dataset_dir)
 
 
 def _logged_steps(client: MlflowClient) -> list[int]:

@@ -3,6 +3,7 @@
 import io
 import json
 import os
+from dataclasses import replace
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -10,7 +11,7 @@ import pytest
 from PIL import Image
 
 from jobs.preprocess import run
-from pipelines.data.preprocess import PreprocessConfig
+from pipelines.data.preprocess import PreprocessConfig, PreprocessResult
 from sp_core.image_processing import LlavaSPImageProcessor
 
 pytestmark = pytest.mark.integration
@@ -82,8 +83,15 @@ def _quarantine(result):
     return pq.read_table(result.quarantine_dir).to_pylist()
 
 
-def test_every_row_is_written_or_quarantined_with_its_reason(ray_session, llava_data, tiny_model_dir, tmp_path):
-    result = run(_config(llava_data, tiny_model_dir, tmp_path / "out"))
+@pytest.fixture(scope="module")
+def first_run(ray_session, llava_data, tiny_model_dir, tmp_path_factory) -> tuple[PreprocessConfig, PreprocessResult]:
+    """One run of llava_data that the tests below read: each run costs ~15 s of Ray Data start-up on 2 cores."""
+    config = _config(llava_data, tiny_model_dir, tmp_path_factory.mktemp("preprocessed"))
+    return config, run(config)
+
+
+def test_every_row_is_written_or_quarantined_with_its_reason(first_run):
+    _, result = first_run
     quarantine = {row["id"]: row for row in _quarantine(result)}
     expected = {f"bad-{name}": reason for name, (_, reason) in BAD_ROWS.items()}
     expected["data.json:15"] = "bad_record"  # the bare 42 (row 15) has no id
@@ -99,8 +107,8 @@ def test_every_row_is_written_or_quarantined_with_its_reason(ray_session, llava_
     assert result.quarantined["image_path_escapes_root"] == 2
 
 
-def test_shard_rows_hold_expanded_tokens_and_the_uint8_crop(ray_session, llava_data, tiny_model_dir, tmp_path):
-    result = run(_config(llava_data, tiny_model_dir, tmp_path / "out"))
+def test_shard_rows_hold_expanded_tokens_and_the_uint8_crop(first_run, tiny_model_dir):
+    _, result = first_run
     rows = {row["id"]: row for row in pq.read_table(result.shards_dir).to_pylist()}
     from transformers import AutoTokenizer
 
@@ -119,15 +127,15 @@ def test_shard_rows_hold_expanded_tokens_and_the_uint8_crop(ray_session, llava_d
     assert text["modality_length"] == -text["length"] and image_id not in text["input_ids"]
 
 
-def test_rerun_reuses_and_an_interrupted_run_resumes(ray_session, llava_data, tiny_model_dir, tmp_path):
-    config = _config(llava_data, tiny_model_dir, tmp_path / "out")
-    first = run(config)
+def test_rerun_reuses_and_an_interrupted_run_resumes(first_run):
+    config, first = first_run
     assert not first.reused and first.chunks_reused == 0
     again = run(config)
     assert again.reused and again.dataset_dir == first.dataset_dir
     assert (again.read, again.written, again.quarantined) == (first.read, first.written, first.quarantined)
 
-    # Interrupt: the manifest and chunk 1's outputs were never written.
+    # Interrupt: the manifest and chunk 1's outputs were never written. (The resumed run restores them, so the
+    # shared run is whole again for the tests after this one.)
     (first.dataset_dir / "manifest.json").unlink()
     (first.dataset_dir / "chunks" / "00001.json").unlink()
     for path in first.shards_dir.glob("chunk-00001-*.parquet"):
@@ -141,10 +149,11 @@ def test_rerun_reuses_and_an_interrupted_run_resumes(ray_session, llava_data, ti
         ["good-blue", "good-green", "good-red", "good-text"]
 
 
-def test_changed_config_gets_a_new_dataset(ray_session, llava_data, tiny_model_dir, tmp_path):
-    base = run(_config(llava_data, tiny_model_dir, tmp_path / "out"))
-    square = run(_config(llava_data, tiny_model_dir, tmp_path / "out", image_aspect="square"))
+def test_changed_config_gets_a_new_dataset(first_run):
+    config, base = first_run
+    square = run(replace(config, image_aspect="square"))
     assert square.dataset_dir != base.dataset_dir and not square.reused
+    assert (square.read, square.written, square.quarantined) == (base.read, base.written, base.quarantined)
 
 
 def test_the_resize_reference_is_a_shard_setting(llava_data, tiny_model_dir, tmp_path):

@@ -15,11 +15,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def outcome(ray_session, environment) -> dict:
-    from tests.pipelines.multinode_run import preprocessed_captions
+    from pipelines.defaults import embedded_model_dir
+    from pipelines.train.job import embedded_data_dir
 
     out = environment / "multinode"
     out.mkdir()
-    data_dir = preprocessed_captions(out)  # on the session's warm Ray; the cluster's fresh workers would be slower
+    # The embedded caption shards (the session's other training tests already made them), prepared on the session's
+    # warm Ray: the cluster's fresh workers would be slower.
+    data_dir = embedded_data_dir("pretrain", str(embedded_model_dir("cropping")))
     completed = subprocess.run([sys.executable, "-m", "tests.pipelines.multinode_run", str(out), data_dir], cwd=REPO,
                                check=False, env={**os.environ, "RAY_ADDRESS": ""}, capture_output=True, text=True,
                                timeout=540)
