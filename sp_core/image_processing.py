@@ -43,6 +43,21 @@ ASPECT_MODES: tuple[str, ...] = get_args(AspectMode)
 ResizeBackend = Literal["torch", "pil"]
 RESIZE_BACKENDS: tuple[str, ...] = get_args(ResizeBackend)
 
+# The defaults every config and loader shares: LLaVA-1.5's padding, and the resize of transformers' default
+# CLIPImageProcessor (see `resize_bicubic`).
+DEFAULT_ASPECT: AspectMode = "pad"
+DEFAULT_RESIZE: ResizeBackend = "torch"
+
+
+def image_option_problems(aspect: str, resize: str) -> list[str]:
+    """What is wrong with a config's image_aspect / image_resize, one message per bad value (empty if nothing)."""
+    problems = []
+    if aspect not in ASPECT_MODES:
+        problems.append(f"image_aspect={aspect!r}; allowed: {', '.join(ASPECT_MODES)}")
+    if resize not in RESIZE_BACKENDS:
+        problems.append(f"image_resize={resize!r}; allowed: {', '.join(RESIZE_BACKENDS)}")
+    return problems
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # Errors: one subclass per quarantine reason
@@ -232,10 +247,10 @@ class LlavaSPImageProcessor:
     image_mean: tuple[float, float, float] = field(default=CLIP_IMAGE_MEAN)
     image_std: tuple[float, float, float] = field(default=CLIP_IMAGE_STD)
     # "pad": LLaVA-1.5's expand2square with the mean colour first; "square": resize + centre crop only.
-    aspect: AspectMode = "pad"
+    aspect: AspectMode = DEFAULT_ASPECT
     # Whose bicubic resize to reproduce bit for bit (see `resize_bicubic`): "torch", transformers' default
     # CLIPImageProcessor, or "pil", CLIPImageProcessorPil and the official LLaVA-1.5 training data.
-    resize: ResizeBackend = "torch"
+    resize: ResizeBackend = DEFAULT_RESIZE
 
     def __post_init__(self) -> None:
         self.image_mean = tuple(float(value) for value in self.image_mean)
@@ -316,7 +331,7 @@ class LlavaSPImageProcessor:
 
     @classmethod
     def from_pretrained_dir(
-        cls, path: str | os.PathLike, aspect: AspectMode = "pad", resize: ResizeBackend = "torch"
+        cls, path: str | os.PathLike, aspect: AspectMode = DEFAULT_ASPECT, resize: ResizeBackend = DEFAULT_RESIZE
     ) -> LlavaSPImageProcessor:
         """Read size / mean / std from a directory saved by transformers (preprocessor or processor config)."""
         directory = Path(path)
@@ -338,14 +353,14 @@ class LlavaSPImageProcessor:
 
     @classmethod
     def from_clip_processor(
-        cls, hf_processor: Any, aspect: AspectMode = "pad", resize: ResizeBackend = "torch"
+        cls, hf_processor: Any, aspect: AspectMode = DEFAULT_ASPECT, resize: ResizeBackend = DEFAULT_RESIZE
     ) -> LlavaSPImageProcessor:
         """Follow an in-memory transformers CLIP image processor (anything with `to_dict()`)."""
         return cls.from_config_dict(hf_processor.to_dict(), aspect=aspect, resize=resize)
 
     @classmethod
     def from_config_dict(
-        cls, config: dict[str, Any], aspect: AspectMode = "pad", resize: ResizeBackend = "torch"
+        cls, config: dict[str, Any], aspect: AspectMode = DEFAULT_ASPECT, resize: ResizeBackend = DEFAULT_RESIZE
     ) -> LlavaSPImageProcessor:
         """Build from a CLIP image processor config dict; refuse settings this uint8 pipeline does not implement."""
         shortest_edge = _size_value(config.get("size"), "shortest_edge")

@@ -23,7 +23,7 @@ from PIL import Image
 from transformers import PreTrainedTokenizerBase
 
 from sp_core.conversation import IMAGE, chat_prompt, expand_image_tokens, get_template
-from sp_core.image_processing import AspectMode, LlavaSPImageProcessor, ResizeBackend
+from sp_core.image_processing import DEFAULT_ASPECT, DEFAULT_RESIZE, AspectMode, LlavaSPImageProcessor, ResizeBackend
 from sp_core.loading import load_llava_sp
 from sp_core.modeling import LlavaSPForConditionalGeneration
 
@@ -141,10 +141,10 @@ class LlavaSPGenerator:
         path: str | Path,
         dtype: torch.dtype = torch.float32,
         device: str | torch.device = "cpu",
-        aspect: AspectMode = "pad",
+        aspect: AspectMode = DEFAULT_ASPECT,
         template: str = "vicuna_v1",
         max_images: int = 1,
-        resize: ResizeBackend = "torch",
+        resize: ResizeBackend = DEFAULT_RESIZE,
     ) -> LlavaSPGenerator:
         """From a model directory (safetensors); images are prepared as in training ("pad" = LLaVA-1.5's default)."""
         model, processor = load_llava_sp(path, dtype=dtype, device=device)

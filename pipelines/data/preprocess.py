@@ -32,7 +32,7 @@ from pipelines.data.rows import RowProcessor
 from pipelines.data.schema import OK, QUARANTINE_SCHEMA, QUARANTINED, SHARD_SCHEMA
 from pipelines.data.staging import hash_inputs, stage_inputs
 from sp_core.conversation import TEMPLATES
-from sp_core.image_processing import ASPECT_MODES, RESIZE_BACKENDS
+from sp_core.image_processing import DEFAULT_ASPECT, DEFAULT_RESIZE, image_option_problems
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +49,10 @@ class PreprocessConfig:
     template: str = "vicuna_v1"  # plain (stage 1 captions) | vicuna_v1 (stage 2 conversations)
     model: str = ""  # model dir or hub id whose tokenizer / image settings the shards are for; "" = tiny
     output_dir: str = "runs/data"
-    image_aspect: str = "pad"  # pad (LLaVA-1.5) | square
+    image_aspect: str = DEFAULT_ASPECT  # pad (LLaVA-1.5) | square
     # torch: bit-identical to transformers' default CLIPImageProcessor, 2-4x faster; pil: to CLIPImageProcessorPil and
     # the official LLaVA-1.5 data (1-2 uint8 levels apart on under 1% of pixels)
-    image_resize: str = "torch"
+    image_resize: str = DEFAULT_RESIZE
     model_max_length: int = 2048  # tokens after <image> expansion
     max_image_pixels: int = 89_478_485  # decompression-bomb limit (PIL's default)
     max_image_bytes: int = 64 * 1024 * 1024
@@ -65,10 +65,7 @@ class PreprocessConfig:
         problems = []
         if self.template not in TEMPLATES:
             problems.append(f"template={self.template!r}; allowed: {', '.join(TEMPLATES)}")
-        if self.image_aspect not in ASPECT_MODES:
-            problems.append(f"image_aspect={self.image_aspect!r}; allowed: {', '.join(ASPECT_MODES)}")
-        if self.image_resize not in RESIZE_BACKENDS:
-            problems.append(f"image_resize={self.image_resize!r}; allowed: {', '.join(RESIZE_BACKENDS)}")
+        problems.extend(image_option_problems(self.image_aspect, self.image_resize))
         for name in ("model_max_length", "rows_per_chunk", "rows_per_batch", "blocks_per_chunk", "max_image_pixels",
                      "max_image_bytes"):
             if getattr(self, name) < 1:

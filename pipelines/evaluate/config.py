@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pipelines.benchmarks import BENCHMARKS
+from sp_core.image_processing import DEFAULT_ASPECT, DEFAULT_RESIZE, image_option_problems
 
 
 @dataclass
@@ -36,8 +37,8 @@ class EvaluateConfig:
     num_actors: int = 1
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
-    image_aspect: str = "pad"  # as in training
-    image_resize: str = "torch"  # as in training: torch | pil (see PreprocessConfig)
+    image_aspect: str = DEFAULT_ASPECT  # as in training: pad (LLaVA-1.5) | square
+    image_resize: str = DEFAULT_RESIZE  # as in training: torch | pil (see PreprocessConfig)
     max_questions: int = 0  # evaluate the first N questions of each benchmark (0 = all): smoke runs
     max_new_tokens: int = 0  # cap on answer length; 0 = each benchmark's official setting (128 or 1024)
 
@@ -64,6 +65,7 @@ class EvaluateConfig:
         for name in ("batch_size", "num_actors"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} must be at least 1")
+        problems.extend(image_option_problems(self.image_aspect, self.image_resize))
         if self.max_questions < 0 or self.attention_maps < 0 or self.max_new_tokens < 0:
             problems.append("max_questions, max_new_tokens and attention_maps must be >= 0")
         if problems:

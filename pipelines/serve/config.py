@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sp_core.image_processing import ASPECT_MODES, DEFAULT_MAX_PIXELS, RESIZE_BACKENDS
+from sp_core.image_processing import DEFAULT_ASPECT, DEFAULT_MAX_PIXELS, DEFAULT_RESIZE, image_option_problems
 
 
 @dataclass
@@ -49,8 +49,8 @@ class ServeConfig:
     max_request_bytes: int = 64 * 1024 * 1024
     allow_remote_images: bool = False  # fetch http(s) image URLs; off: only data: URLs
     remote_image_timeout_s: float = 10.0
-    image_aspect: str = "pad"  # as in training: pad (LLaVA-1.5) | square
-    image_resize: str = "torch"  # as in training: torch | pil (see PreprocessConfig)
+    image_aspect: str = DEFAULT_ASPECT  # as in training: pad (LLaVA-1.5) | square
+    image_resize: str = DEFAULT_RESIZE  # as in training: torch | pil (see PreprocessConfig)
 
     # Authentication: clients send "Authorization: Bearer <key>". The key comes from a file (e.g. a mounted
     # Kubernetes secret) or else from the environment variable named here; neither set = no key required.
@@ -78,10 +78,7 @@ class ServeConfig:
             problems.append(f"default_max_tokens={self.default_max_tokens} is over max_tokens_limit={self.max_tokens_limit}")
         if self.batch_wait_timeout_s < 0:
             problems.append(f"batch_wait_timeout_s={self.batch_wait_timeout_s} must be >= 0")
-        if self.image_aspect not in ASPECT_MODES:
-            problems.append(f"image_aspect={self.image_aspect!r}; allowed: {', '.join(ASPECT_MODES)}")
-        if self.image_resize not in RESIZE_BACKENDS:
-            problems.append(f"image_resize={self.image_resize!r}; allowed: {', '.join(RESIZE_BACKENDS)}")
+        problems.extend(image_option_problems(self.image_aspect, self.image_resize))
         if problems:
             raise ValueError("; ".join(problems))
 

@@ -113,10 +113,12 @@ def test_score_subcommand_prints_one_json_object(first_run):
 
 def test_bad_evaluate_options_fail_before_any_work():
     with pytest.raises(ConfigError) as error:
-        load_config(EvaluateConfig, None, ["benchmarks=[{name: vqa9}, {name: pope}]", "batch_size=0"])
+        load_config(EvaluateConfig, None, ["benchmarks=[{name: vqa9}, {name: pope}]", "batch_size=0",
+                                           "image_aspect=crop", "image_resize=cv2"])
     message = str(error.value)
     assert "benchmark 'vqa9' is unknown" in message and "benchmark pope: questions= is required" in message
     assert "batch_size=0 must be at least 1" in message
+    assert "image_aspect='crop'; allowed: pad, square" in message and "image_resize='cv2'; allowed: torch, pil" in message
     assert EvaluateConfig(benchmarks=[EvalBenchmark(name="pope", questions="q.jsonl")]).benchmarks[0].name == "pope"
 
 
