@@ -62,7 +62,9 @@ def ray_head(num_cpus: int = 2) -> Iterator[str]:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
         try:
-            process.wait(timeout=8)  # a graceful `ray stop` of every process can take half a minute: not needed here
+            # A graceful `ray stop` of every process can take half a minute, and nothing of this throwaway head is
+            # kept: give it a moment, then kill the whole group.
+            process.wait(timeout=2)
         except subprocess.TimeoutExpired:
             pass
         with contextlib.suppress(ProcessLookupError):

@@ -151,7 +151,8 @@ def test_rerun_reuses_and_an_interrupted_run_resumes(first_run):
 
 def test_changed_config_gets_a_new_dataset(first_run):
     config, base = first_run
-    square = run(replace(config, image_aspect="square"))
+    # One chunk (chunking is first_run's test): every chunk costs a few seconds of Ray Data start-up.
+    square = run(replace(config, image_aspect="square", rows_per_chunk=1000))
     assert square.dataset_dir != base.dataset_dir and not square.reused
     assert (square.read, square.written, square.quarantined) == (base.read, base.written, base.quarantined)
 
@@ -173,5 +174,5 @@ def test_the_resize_reference_is_a_shard_setting(llava_data, tiny_model_dir, tmp
 
 def test_image_root_may_be_a_uri(ray_session, llava_data, tiny_model_dir, tmp_path):
     result = run(_config(llava_data, tiny_model_dir, tmp_path / "out", image_root=f"file://{llava_data / 'images'}",
-                         data=[f"file://{llava_data / 'data.json'}"]))
+                         data=[f"file://{llava_data / 'data.json'}"], rows_per_chunk=1000))
     assert result.written == 3 and result.read == 17
