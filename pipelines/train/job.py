@@ -36,6 +36,13 @@ def latest_stage1_checkpoint(config: TrainConfig) -> str:
     return str(max(finals, key=lambda path: path.name)) if finals else ""
 
 
+def init_ray_for(config: TrainConfig) -> None:
+    """Join the job's cluster, or start a local Ray with room for the training workers and Ray Data beside them."""
+    # Logical CPUs beyond the cores: training workers hold theirs, and Ray Data still needs some to read shards.
+    needed = math.ceil(config.num_workers * config.cpus_per_worker) + 1
+    init_ray(num_cpus=max(os.cpu_count() or 1, needed))
+
+
 def run_stage(config: TrainConfig) -> TrainResult:
     if config.stage == "finetune" and not config.init_from and not config.model:
         # Embedded default: `jobs/pretrain.py && jobs/finetune.py` chains the two stages with no arguments.
@@ -45,9 +52,7 @@ def run_stage(config: TrainConfig) -> TrainResult:
     if config.stage == "finetune" and not config.init_from:
         logging.getLogger(__name__).warning("no init_from: the projector starts from the base model's weights")
     model_dir = config.model or str(embedded_model_dir(config.variant))
-    # Logical CPUs beyond the cores: training workers hold theirs, and Ray Data still needs some to read shards.
-    needed = math.ceil(config.num_workers * config.cpus_per_worker) + 1
-    init_ray(num_cpus=max(os.cpu_count() or 1, needed))
+    init_ray_for(config)
     data_dir = config.data or embedded_data_dir(config.stage, model_dir)
     return train(replace(config, model=model_dir), model_dir, data_dir)
 
