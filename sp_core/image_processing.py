@@ -5,8 +5,9 @@ Two steps, each usable alone:
 - `load_rgb_image` turns file bytes (or a path) into an RGB PIL image, or raises an `ImageError` whose `reason` names
   the problem, so a data pipeline can quarantine the row instead of crashing (the official code prints the OSError and
   then fails on an undefined variable; it also sets `ImageFile.LOAD_TRUNCATED_IMAGES`, which we deliberately do not).
-- `LlavaSPImageProcessor` does the pixel work of transformers' `CLIPImageProcessorPil` (shortest edge to `image_size`
-  with PIL bicubic, centre crop) on uint8, optionally after LLaVA's `expand2square` ("pad"). `to_uint8` gives the
+- `LlavaSPImageProcessor` does the pixel work of transformers' CLIPImageProcessor (shortest edge to `image_size`
+  with antialiased bicubic, centre crop) on uint8, optionally after LLaVA's `expand2square` ("pad"); `resize`
+  picks whose bicubic it reproduces bit for bit (see `resize_bicubic`). `to_uint8` gives the
   (S, S, 3) uint8 crop, 4x smaller than float32, for the shards; `normalize` turns a batch of crops into the
   (N, 3, S, S) float32 tensor at train time with one fused multiply-add; calling the processor on PIL images does
   both at once (serving), returning the same values as a channels-last tensor.
@@ -314,8 +315,8 @@ class LlavaSPImageProcessor:
 
         Semantically NCHW like any pixel_values (shape, indexing, conv layers), stored NHWC: each crop is cast and
         normalised in the resized image's own layout while it is in cache, with no permuting copy. Values are
-        bit-identical to `normalize(stack(to_uint8(image) for each image))` and equal to CLIPImageProcessorPil's
-        pixel_values up to float32 rounding (about 1e-6). Call `.contiguous()` where a consumer needs NCHW strides.
+        bit-identical to `normalize(stack(to_uint8(image) for each image))` and equal to the chosen reference
+        processor's pixel_values up to float32 rounding (about 1e-6). Call `.contiguous()` where a consumer needs NCHW strides.
         """
         size = self.image_size
         # The per-channel factors repeated along one NHWC row (R G B R G B ...): the multiply-add then broadcasts over

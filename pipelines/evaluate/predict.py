@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from pipelines.benchmarks import EvalQuestion, answer_record
 from sp_core.conversation import IMAGE
-from sp_core.image_processing import DEFAULT_RESIZE, ImageError, load_rgb_image
+from sp_core.image_processing import ImageError, load_rgb_image
 from sp_core.inference import GenerationRequest, LlavaSPGenerator, SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class PredictionSummary:
 class LlavaSPPredictor:
     """A Ray Data callable class: load the model once per actor, answer a batch of questions per call."""
 
-    def __init__(self, model_dir: str, image_root: str, image_aspect: str, image_resize: str = DEFAULT_RESIZE):
+    def __init__(self, model_dir: str, image_root: str, image_aspect: str, image_resize: str):
         self.generator = LlavaSPGenerator.from_pretrained(model_dir, aspect=image_aspect, resize=image_resize)
         self.image_root = Path(image_root)
 
@@ -81,7 +81,7 @@ class LlavaSPPredictor:
 
 def predict(questions: list[EvalQuestion], model_dir: str, model_id: str, image_root: Path, out_dir: Path,
             batch_size: int, num_actors: int, cpus_per_actor: float, gpus_per_actor: float,
-            image_aspect: str, image_resize: str = DEFAULT_RESIZE) -> PredictionSummary:
+            image_aspect: str, image_resize: str) -> PredictionSummary:
     """Answer every question not yet in out_dir/answers.jsonl; returns counts."""
     out_dir.mkdir(parents=True, exist_ok=True)
     answers_path, errors_path = out_dir / ANSWERS_FILE, out_dir / ERRORS_FILE

@@ -47,7 +47,6 @@ from pipelines.serve.protocol import (
     parse_json_body,
     sse,
 )
-from sp_core.image_processing import DEFAULT_RESIZE
 from sp_core.inference import (
     PROMPT_TOO_LONG,
     GenerationInputError,
@@ -70,7 +69,7 @@ class LlavaSPModelServer:
     """One model: prepares requests, batches them, generates."""
 
     def __init__(self, spec: dict[str, Any], max_batch_size: int, batch_wait_timeout_s: float, image_aspect: str,
-                 max_images_per_request: int, image_resize: str = DEFAULT_RESIZE):
+                 max_images_per_request: int, image_resize: str):
         self.spec = ModelSpec(**spec)
         directory = resolve_model_dir(self.spec.source, self.spec.variant, f"model {self.spec.name}")
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -67,7 +67,8 @@ def test_a_rerun_asks_only_the_missing_questions(first_run):
     for question in questions:
         question.max_new_tokens = 4
     summary = predict(questions, str(embedded_model_dir("cropping")), "crop", embedded_dataset().root, out_dir,
-                      batch_size=8, num_actors=1, cpus_per_actor=1.0, gpus_per_actor=0.0, image_aspect="pad")
+                      batch_size=8, num_actors=1, cpus_per_actor=1.0, gpus_per_actor=0.0, image_aspect="pad",
+                      image_resize="torch")
     assert (summary.answered_before, summary.answered_now, summary.errors) == (3, 3, 0)
     after = read_answers(answers_path)
     assert [(line["question_id"], line["text"]) for line in after] == [(line["question_id"], line["text"])
@@ -87,7 +88,8 @@ def test_a_question_whose_image_is_missing_is_counted_and_retried(first_run, tmp
     for question in questions:
         question.max_new_tokens = 2
     summary = predict(questions, str(embedded_model_dir("cropping")), "crop", dataset.root, tmp_path / "out",
-                      batch_size=8, num_actors=1, cpus_per_actor=1.0, gpus_per_actor=0.0, image_aspect="pad")
+                      batch_size=8, num_actors=1, cpus_per_actor=1.0, gpus_per_actor=0.0, image_aspect="pad",
+                      image_resize="torch")
     assert (summary.answered_now, summary.errors) == (2, 1)
     errors = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
     assert len(errors) == 1 and "not-there.png" in errors[0]["reason"]

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from sp_core.image_processing import CLIP_IMAGE_MEAN, CLIP_IMAGE_STD, expand_to_square
+from sp_core.image_processing import CLIP_IMAGE_MEAN, CLIP_IMAGE_STD, LlavaSPImageProcessor, expand_to_square
 
 OUTPUT = Path(__file__).parent / "data" / "clip_torchvision_reference.safetensors"
 IMAGE_SIZE = 64
@@ -58,7 +58,7 @@ def main() -> None:
     )
     if processor.backend != "torchvision":
         raise SystemExit(f"CLIPImageProcessor runs on {processor.backend!r} here; install torchvision first")
-    fill = tuple(int(value * 255) for value in CLIP_IMAGE_MEAN)
+    fill = LlavaSPImageProcessor().pad_fill  # LLaVA's expand2square colour for the CLIP mean
     tensors = {}
     for seed, (case, (width, height)) in enumerate(CASES.items()):
         pixels = photo_like(width, height, seed)

@@ -18,6 +18,7 @@ from sp_core import processing
 from tests.sp_core.make_clip_torchvision_reference import CASES as REFERENCE_CASES
 from tests.sp_core.make_clip_torchvision_reference import IMAGE_SIZE as REFERENCE_SIZE
 from tests.sp_core.make_clip_torchvision_reference import OUTPUT as REFERENCE_FILE
+from tests.sp_core.make_clip_torchvision_reference import photo_like
 from sp_core.image_processing import (
     CLIP_IMAGE_MEAN,
     CLIP_IMAGE_STD,
@@ -42,11 +43,7 @@ def hf_processor():
 
 def _photo_like(width: int, height: int, seed: int = 0) -> Image.Image:
     """Smooth colour fields plus fine noise: exercises both the low-pass and the edges of the bicubic kernel."""
-    rng = np.random.default_rng(seed)
-    coarse = rng.integers(0, 256, (height // 16 + 2, width // 16 + 2, 3), dtype=np.uint8)
-    smooth = np.asarray(Image.fromarray(coarse).resize((width, height), Image.Resampling.BILINEAR), dtype=np.int16)
-    noise = rng.integers(-20, 21, (height, width, 3), dtype=np.int16)
-    return Image.fromarray(np.clip(smooth + noise, 0, 255).astype(np.uint8))
+    return Image.fromarray(photo_like(width, height, seed))
 
 
 def _encode(image: Image.Image, fmt: str, **save_args) -> bytes:
