@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from sp_core.pillow_resize import pillow_resize_crop
+
 # OpenAI CLIP normalisation, the values every LLaVA-1.5 vision tower uses; equal to sp_core.processing's constants
 # (a test pins this), repeated here so this module does not import transformers.
 CLIP_IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -44,10 +46,10 @@ ASPECT_MODES: tuple[str, ...] = get_args(AspectMode)
 ResizeBackend = Literal["torch", "pil"]
 RESIZE_BACKENDS: tuple[str, ...] = get_args(ResizeBackend)
 
-# The defaults every config and loader shares: LLaVA-1.5's padding, and the resize of transformers' default
-# CLIPImageProcessor (see `resize_bicubic`).
+# The defaults every config and loader shares: LLaVA-1.5's padding, and Pillow's resize, which the official LLaVA-1.5
+# code and CLIPImageProcessorPil (transformers' CLIPImageProcessor without torchvision) run (see `resize_bicubic`).
 DEFAULT_ASPECT: AspectMode = "pad"
-DEFAULT_RESIZE: ResizeBackend = "torch"
+DEFAULT_RESIZE: ResizeBackend = "pil"
 
 
 def image_option_problems(aspect: str, resize: str) -> list[str]:
@@ -209,22 +211,46 @@ def expand_to_square(image: Image.Image, fill: tuple[int, int, int]) -> Image.Im
 def resize_bicubic(image: Image.Image, size: tuple[int, int], backend: ResizeBackend) -> np.ndarray:
     """RGB `image` -> (H', W', 3) uint8 at `size` = (W', H'), antialiased bicubic, by one of the two references.
 
-    "torch" is `F.interpolate(uint8, "bicubic", antialias=True)`, the very call transformers' default
-    CLIPImageProcessor makes (through torchvision's resize); "pil" is PIL's resize, which CLIPImageProcessorPil and
-    the official LLaVA-1.5 code (transformers 4.31) call. Both are Pillow's algorithm, but torch keeps fewer bits of
-    each filter weight, so they differ by 1-2 levels on under 1% of pixels. torch's kernel is about 4x faster.
+    "torch" is `F.interpolate(uint8, "bicubic", antialias=True)`, the very call transformers' torchvision-backed
+    CLIPImageProcessor makes; "pil" is Pillow's `resize(size, BICUBIC)`, which CLIPImageProcessorPil (what
+    transformers runs without torchvision) and the official LLaVA-1.5 code call, recomputed by
+    `sp_core.pillow_resize`. Both are Pillow's algorithm, but torch keeps fewer bits of each filter weight, so they
+    differ by 1-2 levels on under 1% of pixels.
     """
+    return resize_crop_bicubic(image, size, (0, 0, *size), backend)
+
+
+def resize_crop_bicubic(
+    image: Image.Image, size: tuple[int, int], box: tuple[int, int, int, int], backend: ResizeBackend
+) -> np.ndarray:
+    """The (h, w, 3) uint8 crop `box` = (left, top, w, h) of `resize_bicubic(image, size, backend)`.
+
+    "pil" computes only the crop's pixels; "torch" resizes the whole image and returns a view into it.
+    """
+    left, top, width, height = box
     if backend == "pil":
-        return np.asarray(image.resize(size, Image.Resampling.BICUBIC))
-    width, height = size
+        planes = pillow_resize_crop(rgb_planes(image), size, box)  # (3, h, w) float32 holding uint8 values
+        return _planes_to_uint8(planes).numpy()
     # np.array copies PIL's buffer into a writable array (the read-only np.asarray view makes torch warn).
     pixels = torch.from_numpy(np.array(image))  # (H, W, 3)
-    if pixels.shape[:2] == (height, width):
-        return pixels.numpy()  # torchvision returns the image untouched at its own size
-    # NHWC in memory, NCHW by shape: torch picks its channels-last uint8 kernel and returns channels-last.
-    channels_last = pixels.permute(2, 0, 1).unsqueeze(0)
-    resized = F.interpolate(channels_last, size=(height, width), mode="bicubic", align_corners=False, antialias=True)
-    return resized[0].permute(1, 2, 0).numpy()
+    if pixels.shape[:2] != (size[1], size[0]):  # torchvision returns the image untouched at its own size
+        # NHWC in memory, NCHW by shape: torch picks its channels-last uint8 kernel and returns channels-last.
+        channels_last = pixels.permute(2, 0, 1).unsqueeze(0)
+        resized = F.interpolate(channels_last, size=(size[1], size[0]), mode="bicubic", align_corners=False,
+                                antialias=True)
+        pixels = resized[0].permute(1, 2, 0)
+    return pixels.numpy()[top : top + height, left : left + width]
+
+
+def rgb_planes(image: Image.Image) -> list[np.ndarray]:
+    """RGB image -> its three (H, W) uint8 channel planes (PIL splits its interleaved pixels in C; read-only arrays)."""
+    return [np.asarray(band) for band in image.split()]
+
+
+def _planes_to_uint8(planes: torch.Tensor) -> torch.Tensor:
+    """(3, h, w) float32 holding uint8 values -> (h, w, 3) uint8, contiguous."""
+    out = torch.empty((planes.shape[1], planes.shape[2], planes.shape[0]), dtype=torch.uint8)
+    return out.copy_(planes.permute(1, 2, 0))
 
 
 def shortest_edge_size(width: int, height: int, shortest_edge: int) -> tuple[int, int]:
@@ -249,8 +275,9 @@ class LlavaSPImageProcessor:
     image_std: tuple[float, float, float] = field(default=CLIP_IMAGE_STD)
     # "pad": LLaVA-1.5's expand2square with the mean colour first; "square": resize + centre crop only.
     aspect: AspectMode = DEFAULT_ASPECT
-    # Whose bicubic resize to reproduce bit for bit (see `resize_bicubic`): "torch", transformers' default
-    # CLIPImageProcessor, or "pil", CLIPImageProcessorPil and the official LLaVA-1.5 training data.
+    # Whose bicubic resize to reproduce bit for bit (see `resize_bicubic`): "pil", CLIPImageProcessorPil and the
+    # official LLaVA-1.5 training data, or "torch", the torchvision-backed CLIPImageProcessor (faster, 1-2 levels off
+    # on under 1% of pixels).
     resize: ResizeBackend = DEFAULT_RESIZE
 
     def __post_init__(self) -> None:
@@ -284,19 +311,22 @@ class LlavaSPImageProcessor:
         """One image -> its (S, S, 3) uint8 crop, pixel-identical to the chosen reference before rescaling."""
         return np.ascontiguousarray(self._crop_view(image))
 
-    def _crop_view(self, image: Image.Image) -> np.ndarray:
-        """The crop as a view into the resized image's array, so batching copies the pixels only once."""
+    def _geometry(self, image: Image.Image) -> tuple[Image.Image, tuple[int, int], tuple[int, int, int, int]]:
+        """The RGB (padded) image to resize, the size it is resized to, and the centre crop box in that size."""
         image = to_rgb(image)
         if self.aspect == "pad":
             image = expand_to_square(image, self.pad_fill)
         size = self.image_size
         new_width, new_height = shortest_edge_size(*image.size, size)
-        # The whole image is resized, then cropped, because that is what transformers does: resizing only the crop
-        # (PIL's box=) does less work but is not bit-identical (float32 box edges, and Pillow picks the order of its
-        # two passes from the output size), and one level of difference is already 0.015 after normalisation.
-        resized = resize_bicubic(image, (new_width, new_height), self.resize)  # (H', W', 3)
         left, top = (new_width - size) // 2, (new_height - size) // 2
-        return resized[top : top + size, left : left + size]  # (S, S, 3)
+        return image, (new_width, new_height), (left, top, size, size)
+
+    def _crop_view(self, image: Image.Image) -> np.ndarray:
+        """The (S, S, 3) uint8 crop; with "torch" a view into the resized image, so batching copies it only once."""
+        # Pillow's resize is computed for the crop alone (sp_core.pillow_resize), bit for bit as if the whole image
+        # had been resized; PIL's own box= argument is not (float32 box edges), and one level of difference is
+        # already 0.015 after normalisation.
+        return resize_crop_bicubic(*self._geometry(image), self.resize)
 
     def normalize(self, batch_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
         """(N, S, S, 3) uint8 crops -> (N, 3, S, S) float32 pixel values for the vision tower, contiguous NCHW."""
@@ -311,13 +341,16 @@ class LlavaSPImageProcessor:
         return torch.addcmul(self._offset, out, self._scale, out=out)
 
     def __call__(self, images: list[Image.Image]) -> torch.Tensor:
-        """PIL images -> (N, 3, S, S) float32 pixel values in `torch.channels_last` memory format.
+        """PIL images -> (N, 3, S, S) float32 pixel values.
 
-        Semantically NCHW like any pixel_values (shape, indexing, conv layers), stored NHWC: each crop is cast and
-        normalised in the resized image's own layout while it is in cache, with no permuting copy. Values are
-        bit-identical to `normalize(stack(to_uint8(image) for each image))` and equal to the chosen reference
-        processor's pixel_values up to float32 rounding (about 1e-6). Call `.contiguous()` where a consumer needs NCHW strides.
+        Values are bit-identical to `normalize(stack(to_uint8(image) for each image))` and equal to the chosen
+        reference processor's pixel_values up to float32 rounding (about 1e-6). Each crop is normalised in the layout
+        its resize produced, while it is in cache: with "pil" that is planar, so the result is contiguous NCHW; with
+        "torch" it is interleaved, so the result is NCHW by shape and NHWC in memory (`torch.channels_last`). Call
+        `.contiguous()` where a consumer needs NCHW strides.
         """
+        if self.resize == "pil":
+            return self._call_planar(images)
         size = self.image_size
         # The per-channel factors repeated along one NHWC row (R G B R G B ...): the multiply-add then broadcasts over
         # rows and runs vectorised, which a size-3 innermost broadcast does not.
@@ -329,6 +362,20 @@ class LlavaSPImageProcessor:
             rows = pixels[index].view(size, 3 * size)
             torch.addcmul(row_offset, rows, row_scale, out=rows)  # x * scale + offset in float32, as in normalize
         return pixels.permute(0, 3, 1, 2)
+
+    def _call_planar(self, images: list[Image.Image]) -> torch.Tensor:
+        """`__call__` for resize="pil": each crop is resized straight into its (3, S, S) slot and normalised there."""
+        size = self.image_size
+        pixels = torch.empty((len(images), 3, size, size), dtype=torch.float32)
+        scale, offset = self._scale.view(3, 1, 1), self._offset.view(3, 1, 1)
+        # The crop lands in one reused buffer and is normalised into the batch: the batch's fresh pages are written
+        # once, by the multiply-add.
+        crop = torch.empty((3, size, size), dtype=torch.float32)
+        for index, image in enumerate(images):
+            rgb, resized_size, box = self._geometry(image)
+            pillow_resize_crop(rgb_planes(rgb), resized_size, box, out=crop)
+            torch.addcmul(offset, crop, scale, out=pixels[index])  # x * scale + offset, as in normalize
+        return pixels
 
     @classmethod
     def from_pretrained_dir(

@@ -82,8 +82,8 @@ def torchvision_reference() -> dict[str, torch.Tensor]:
     return load_file(REFERENCE_FILE)
 
 
-def test_the_default_resize_is_transformers_default_clip_image_processor():
-    assert LlavaSPImageProcessor().resize == "torch"
+def test_the_default_resize_is_pillows_like_clip_image_processor_pil_and_llava():
+    assert LlavaSPImageProcessor().resize == "pil"
     with pytest.raises(ValueError, match=r"resize must be one of \['torch', 'pil'\], got 'cv2'"):
         LlavaSPImageProcessor(resize="cv2")
 
@@ -94,7 +94,7 @@ def test_torch_resize_matches_clip_image_processor_bit_for_bit(torchvision_refer
     image = Image.fromarray(torchvision_reference[f"input/{case}"].numpy())
     assert image.size == REFERENCE_CASES[case]
     expected = torchvision_reference[f"expected/{aspect}/{case}"].numpy()
-    ours = LlavaSPImageProcessor(image_size=REFERENCE_SIZE, aspect=aspect)
+    ours = LlavaSPImageProcessor(image_size=REFERENCE_SIZE, aspect=aspect, resize="torch")
 
     np.testing.assert_array_equal(ours.to_uint8(image), expected)
     expected_pixels = (torch.from_numpy(expected).permute(2, 0, 1).double() / 255 - torch.from_numpy(MEAN)) / (
@@ -142,8 +142,12 @@ def test_call_on_a_batch_equals_clip_image_processor_and_normalize(hf_processor,
     expected = hf_processor(images, return_tensors="pt").pixel_values
 
     assert actual.shape == expected.shape == (4, 3, SIZE, SIZE) and actual.dtype == torch.float32
-    # Stored NHWC (channels_last), so the crops are normalised without a permuting copy; the values do not care.
-    assert actual.is_contiguous(memory_format=torch.channels_last) and not actual.is_contiguous()
+    # Each crop is normalised in its resize's own layout, without a permuting copy: planar for "pil" (contiguous
+    # NCHW), interleaved for "torch" (stored NHWC, channels_last). The values do not care.
+    if resize == "pil":
+        assert actual.is_contiguous()
+    else:
+        assert actual.is_contiguous(memory_format=torch.channels_last) and not actual.is_contiguous()
     # Bit-identical crops with "pil"; "torch" is one or two levels (0.015 each) off on a few pixels.
     assert (actual - expected).abs().max().item() < (1e-5 if resize == "pil" else 0.031)
     # Bit-identical to the shard path: uint8 crops stored, normalised at train time.
@@ -157,7 +161,7 @@ def test_channels_last_pixels_give_the_same_logits_as_contiguous_ones():
     model, tokenizer = build_tiny_model()
     config = model.config
     images = [_photo_like(300, 200, seed=3), _photo_like(200, 300, seed=4)]
-    pixels = LlavaSPImageProcessor(image_size=config.vision_config.image_size)(images)
+    pixels = LlavaSPImageProcessor(image_size=config.vision_config.image_size, resize="torch")(images)
     assert pixels.is_contiguous(memory_format=torch.channels_last)
     text = tokenizer("What colour is the shape?").input_ids
     input_ids = torch.tensor([text[:1] + [config.image_token_id] * config.image_tokens_per_image * 2 + text[1:]])

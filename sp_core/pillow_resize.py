@@ -1,0 +1,311 @@
+"""Pillow's bicubic resize of an RGB image, bit for bit, computing only the pixels of one crop.
+
+CLIPImageProcessorPil (what transformers' CLIPImageProcessor runs without torchvision) and the official LLaVA-1.5 code
+resize the whole image with `PIL.Image.resize(size, BICUBIC)` and then cut the centre crop out of it. Pillow resizes in
+two one-axis passes with 22-bit fixed-point filter weights, rounding and clipping to uint8 after each pass. This module
+repeats that arithmetic exactly, but only for the output pixels inside the crop, and does each pass as a few float32
+matrix products (a band of weights per block of output pixels) instead of Pillow's scalar loops.
+
+Exactness: the weights are Pillow's integers scaled by 2**-22, which float32 holds exactly, and the inputs of each pass
+are integers 0..255, so a product's only error is float32 rounding, bounded by `AxisPlan.margin`. Where the estimate is
+farther than that from a rounding boundary, its floor is Pillow's value; the few that are closer (about 0.2% on photos,
+mostly exact .5 ties between neighbouring levels) are recomputed in int64 the way Pillow does. Tests compare against
+`PIL.Image.resize` on random sizes and crops.
+
+Pure numpy + torch (no PIL import): the caller hands in the image's channel planes.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
+
+import numpy as np
+import torch
+
+# Pillow's fixed point: 32 bits minus 8 for the pixel and 2 for the overshoot of a filter with negative lobes.
+PRECISION_BITS = 22
+# Pillow's bicubic kernel: Keys' cubic convolution with a = -0.5, support 2 (in output pixels when downscaling).
+BICUBIC_A = -0.5
+BICUBIC_SUPPORT = 2.0
+# Output pixels per matrix product. Each product reads the input band under its block; wider blocks waste more
+# multiplications on zero weights, narrower ones make more, smaller products (16 was fastest for 640x480 -> 336).
+BLOCK = 16
+_FLOAT32_UNIT_ROUNDOFF = 2.0**-24
+
+
+def bicubic_kernel(x: np.ndarray) -> np.ndarray:
+    """Pillow's `bicubic_filter`, with its operations in its order (float64, so the weights round the same)."""
+    x = np.abs(x)
+    near = ((BICUBIC_A + 2.0) * x - (BICUBIC_A + 3.0)) * x * x + 1
+    far = (((x - 5) * x + 8) * x - 4) * BICUBIC_A
+    return np.where(x < 1.0, near, np.where(x < 2.0, far, 0.0))
+
+
+@dataclass(frozen=True)
+class PillowWeights:
+    """Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` for one axis: per output pixel, its first input pixel,
+    its tap count and its fixed-point weights (zero past the tap count)."""
+
+    first: np.ndarray  # (out,) int64
+    count: np.ndarray  # (out,) int64
+    fixed: np.ndarray  # (out, ksize) int64, weights * 2**22 rounded half away from zero
+
+
+@lru_cache(maxsize=256)
+def pillow_weights(in_size: int, out_size: int) -> PillowWeights:
+    """The weights Pillow uses to resize an axis of `in_size` pixels to `out_size` (box = the whole axis)."""
+    # Pillow computes the scale from the float32 box (0, in_size): exact for any size below 2**24.
+    scale = float(in_size) / out_size
+    filter_scale = max(scale, 1.0)
+    support = BICUBIC_SUPPORT * filter_scale
+    ksize = math.ceil(support) * 2 + 1
+    centre = (np.arange(out_size, dtype=np.float64) + 0.5) * scale
+    # C's (int) cast truncates toward zero; the clamp at 0 makes that floor wherever it matters.
+    first = np.maximum(np.trunc(centre - support + 0.5).astype(np.int64), 0)
+    count = np.minimum(np.trunc(centre + support + 0.5).astype(np.int64), in_size) - first
+    taps = np.arange(ksize)
+    used = taps[None, :] < count[:, None]
+    weights = np.where(used, bicubic_kernel((taps[None, :] + first[:, None] - centre[:, None] + 0.5) / filter_scale), 0.0)
+    # Sum left to right as Pillow does (numpy's pairwise sum would round differently).
+    total = np.zeros(out_size)
+    for tap in range(ksize):
+        total = total + weights[:, tap]
+    weights = np.where(total[:, None] != 0.0, weights / np.where(total == 0.0, 1.0, total)[:, None], weights)
+    one = float(1 << PRECISION_BITS)
+    fixed = np.where(weights < 0, np.trunc(-0.5 + weights * one), np.trunc(0.5 + weights * one)).astype(np.int64)
+    return PillowWeights(first=first, count=count, fixed=np.where(used, fixed, 0))
+
+
+@dataclass(frozen=True)
+class BandBlock:
+    """One matrix product of a pass: outputs [out_start, out_stop) from inputs [in_start, in_stop) (relative to the
+    plan's `in_start`), with the (in, out) float32 weight band."""
+
+    out_start: int
+    out_stop: int
+    in_start: int
+    in_stop: int
+    weights: torch.Tensor
+
+
+@dataclass(frozen=True)
+class AxisPlan:
+    """How to compute outputs [out_start, out_stop) of one axis: the input range they read, the blocks, the exact
+    taps for recomputing a value, and the largest float32 error an estimate can have."""
+
+    in_start: int
+    in_stop: int
+    blocks: tuple[BandBlock, ...]
+    taps: np.ndarray  # (n_out, ksize) int64 input index relative to in_start (clamped; its weight is 0 there)
+    fixed: np.ndarray  # (n_out, ksize) int64 Pillow weights
+    margin: float
+
+
+@lru_cache(maxsize=256)
+def axis_plan(in_size: int, out_size: int, out_start: int, out_stop: int) -> AxisPlan:
+    """The plan for outputs [out_start, out_stop) of an `in_size` -> `out_size` resize."""
+    weights = pillow_weights(in_size, out_size)
+    first = weights.first[out_start:out_stop]
+    count = weights.count[out_start:out_stop]
+    fixed = weights.fixed[out_start:out_stop]
+    in_start, in_stop = int(first.min()), int((first + count).max())
+    blocks = []
+    for block_start in range(0, out_stop - out_start, BLOCK):
+        block_stop = min(block_start + BLOCK, out_stop - out_start)
+        band_start = int(first[block_start:block_stop].min())
+        band_stop = int((first + count)[block_start:block_stop].max())
+        band = np.zeros((band_stop - band_start, block_stop - block_start), dtype=np.float32)
+        for out in range(block_start, block_stop):
+            offset = first[out] - band_start
+            band[offset : offset + count[out], out - block_start] = fixed[out, : count[out]] * 2.0**-PRECISION_BITS
+        blocks.append(
+            BandBlock(block_start, block_stop, band_start - in_start, band_stop - in_start, torch.from_numpy(band))
+        )
+    ksize = fixed.shape[1]
+    taps = np.minimum(first[:, None] + np.arange(ksize)[None, :], in_stop - 1) - in_start
+    # A sum of n float32 products is off by at most gamma_n * sum |terms|, in any order of summation (Higham, Accuracy
+    # and Stability of Numerical Algorithms, 3.1); zero weights add no error. The terms are ksize products of inputs
+    # at most 255, plus the bias (0.5 + margin, under 1) that the product adds, and one more rounding for that add.
+    terms = ksize + 2
+    gamma = terms * _FLOAT32_UNIT_ROUNDOFF / (1 - terms * _FLOAT32_UNIT_ROUNDOFF)
+    largest_sum = float(np.abs(fixed).sum(axis=1).max()) * 2.0**-PRECISION_BITS
+    margin = gamma * (255.0 * largest_sum + 1.0)
+    return AxisPlan(in_start, in_stop, tuple(blocks), taps, np.ascontiguousarray(fixed), margin)
+
+
+def pillow_runs_horizontal_first(in_size: tuple[int, int], out_size: tuple[int, int]) -> bool:
+    """Pillow's pass order. Since Pillow 13 it runs the vertical pass first when the height shrinks by more than twice
+    as many pixels as the width (`ImagingResampleInner`); earlier versions always run the horizontal pass first."""
+    (in_width, in_height), (out_width, out_height) = in_size, out_size
+    if _PILLOW_MAJOR < 13:
+        return True
+    shrink_height, shrink_width = in_height - out_height, in_width - out_width
+    return not (shrink_height > 0 and shrink_height > shrink_width * 2)
+
+
+def _pillow_major() -> int:
+    try:
+        return int(version("pillow").split(".")[0])
+    except PackageNotFoundError:  # Pillow installed without metadata: assume the newest behaviour
+        return 13
+
+
+_PILLOW_MAJOR = _pillow_major()
+
+
+class _Workspace(threading.local):
+    """Per-thread flat buffers that only grow. The passes' temporaries are megabytes each; allocating them per image
+    makes glibc map and fault in fresh pages every call (its heap is trimmed back after each free of that size), which
+    costs more than the arithmetic."""
+
+    def __init__(self) -> None:
+        self.buffers: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+
+    def take(self, name: str, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        size = math.prod(shape)
+        buffer = self.buffers.get((name, dtype))
+        if buffer is None or buffer.numel() < size:
+            buffer = torch.empty(size, dtype=dtype)
+            self.buffers[(name, dtype)] = buffer
+        return buffer[:size].view(shape)
+
+
+_WORKSPACE = _Workspace()
+
+
+def pillow_resize_crop(
+    planes: np.ndarray | Sequence[np.ndarray],
+    size: tuple[int, int],
+    box: tuple[int, int, int, int],
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Pillow's `resize(size, BICUBIC)` of an image, cropped to `box`, bit for bit, computing only the crop.
+
+    planes: the image as (C, H, W) uint8, or one (H, W) uint8 array per channel (as `Image.split` gives them);
+    size: (W', H') of the whole resized image; box: (left, top, w, h) inside it. Returns the crop as (C, h, w) float32
+    holding the uint8 values, written into `out` when given (any (C, h, w) float32 view, e.g. one image of a batch).
+    """
+    shapes = {(np.asarray(plane).dtype, np.asarray(plane).shape) for plane in planes}
+    if len(planes) == 0 or len(shapes) != 1 or next(iter(shapes))[0] != np.uint8 or len(next(iter(shapes))[1]) != 2:
+        raise ValueError(f"planes must be (C, H, W) uint8 or C equal (H, W) uint8 arrays, got {sorted(map(str, shapes))}")
+    channels, (height, width) = len(planes), next(iter(shapes))[1]
+    out_width, out_height = size
+    left, top, crop_width, crop_height = box
+    if not (0 <= left and left + crop_width <= out_width and 0 <= top and top + crop_height <= out_height):
+        raise ValueError(f"crop box {box} is not inside the resized size {size}")
+    if out is None:
+        out = torch.empty((channels, crop_height, crop_width), dtype=torch.float32)
+    horizontal = axis_plan(width, out_width, left, left + crop_width) if out_width != width else None
+    vertical = axis_plan(height, out_height, top, top + crop_height) if out_height != height else None
+    rows = (vertical.in_start, vertical.in_stop) if vertical else (top, top + crop_height)
+    cols = (horizontal.in_start, horizontal.in_stop) if horizontal else (left, left + crop_width)
+    # Planar (C, rows, cols): the horizontal pass is one product over the last axis for all rows of all channels.
+    current = _WORKSPACE.take("planes", (channels, rows[1] - rows[0], cols[1] - cols[0]))
+    for channel, plane in enumerate(planes):  # uint8 -> float32 (exact) straight from each plane
+        np.copyto(current[channel].numpy(), plane[rows[0] : rows[1], cols[0] : cols[1]], casting="unsafe")
+    passes = [(_horizontal_pass, horizontal), (_vertical_pass, vertical)]
+    if not pillow_runs_horizontal_first((width, height), size):
+        passes.reverse()
+    passes = [(run, plan) for run, plan in passes if plan is not None]
+    if not passes:
+        return out.copy_(current)
+    with _full_float32_matmul():
+        for index, (run, plan) in enumerate(passes):
+            current = run(current, plan, out if index == len(passes) - 1 else None)
+    return out
+
+
+def _horizontal_pass(planes: torch.Tensor, plan: AxisPlan, out: torch.Tensor | None) -> torch.Tensor:
+    """(C, R, cols) -> (C, R, n_out), resampling along the last axis."""
+    channels, rows, _ = planes.shape
+    n_out = plan.taps.shape[0]
+    source = planes.view(channels * rows, -1)
+    estimate = _WORKSPACE.take("estimate", (channels * rows, n_out))
+    bias = torch.tensor(0.5 + plan.margin)
+    for block in plan.blocks:
+        torch.addmm(
+            bias,
+            source[:, block.in_start : block.in_stop],
+            block.weights,
+            out=estimate[:, block.out_start : block.out_stop],
+        )
+
+    def exact(flat_index: np.ndarray) -> np.ndarray:
+        row, column = np.divmod(flat_index, n_out)
+        return _fixed_point_sum(source.numpy()[row[:, None], plan.taps[column]], plan.fixed[column])
+
+    rounded = out if out is not None else _WORKSPACE.take("rounded_h", (channels, rows, n_out))
+    return _round_like_pillow(estimate.view(channels, rows, n_out), plan.margin, exact, rounded)
+
+
+def _vertical_pass(planes: torch.Tensor, plan: AxisPlan, out: torch.Tensor | None) -> torch.Tensor:
+    """(C, rows, N) -> (C, n_out, N), resampling along the middle axis."""
+    channels, _, columns = planes.shape
+    n_out = plan.taps.shape[0]
+    estimate = _WORKSPACE.take("estimate", (channels, n_out, columns))
+    bias = torch.tensor(0.5 + plan.margin)
+    for block in plan.blocks:
+        torch.baddbmm(
+            bias,
+            block.weights.t().expand(channels, -1, -1),
+            planes[:, block.in_start : block.in_stop, :],
+            out=estimate[:, block.out_start : block.out_stop, :],
+        )
+
+    def exact(flat_index: np.ndarray) -> np.ndarray:
+        channel, rest = np.divmod(flat_index, n_out * columns)
+        row, column = np.divmod(rest, columns)
+        return _fixed_point_sum(planes.numpy()[channel[:, None], plan.taps[row], column[:, None]], plan.fixed[row])
+
+    rounded = out if out is not None else _WORKSPACE.take("rounded_v", (channels, n_out, columns))
+    return _round_like_pillow(estimate, plan.margin, exact, rounded)
+
+
+def _fixed_point_sum(values: np.ndarray, fixed: np.ndarray) -> np.ndarray:
+    """Pillow's inner loop for a few output values: (n, ksize) inputs and weights -> (n,) clipped uint8 as float32.
+    numpy, not torch: for a few hundred values its per-call cost is a fraction of torch's."""
+    total = (values.astype(np.int64) * fixed).sum(axis=1) + (1 << (PRECISION_BITS - 1))
+    return np.clip(total >> PRECISION_BITS, 0, 255).astype(np.float32)
+
+
+def _round_like_pillow(
+    estimate: torch.Tensor, margin: float, exact: Callable[[np.ndarray], np.ndarray], rounded: torch.Tensor
+) -> torch.Tensor:
+    """Pillow's (sum + 2**21) >> 22, clipped to 0..255, into `rounded`, from float32 estimates of
+    sum / 2**22 + 0.5 + margin (the products add the 0.5 and the margin as their bias). `estimate` is scratch.
+
+    With the margin added, the floor of an estimate is Pillow's value unless the estimate's fraction is under twice
+    the margin: those few are recomputed exactly. Clipping the estimate to [0.5, 255.5] first gives the clipped
+    value with a fraction of .5, far from any boundary (an estimate below 0.5 means a true value below 0).
+    """
+    estimate.clamp_(0.5, 255.5)
+    torch.floor(estimate, out=rounded)
+    fraction = estimate.sub_(rounded)
+    unsure_mask = _WORKSPACE.take("unsure", tuple(fraction.shape), torch.bool)
+    # numpy's comparison into a bool buffer is several times faster than torch's here.
+    unsure = np.flatnonzero(np.less(fraction.numpy(), 2.0 * margin, out=unsure_mask.numpy()))
+    if unsure.size:
+        # `rounded` may be any view (e.g. `out`): index it by coordinates, not flat positions.
+        rounded.numpy()[np.unravel_index(unsure, tuple(rounded.shape))] = exact(unsure)
+    return rounded
+
+
+@contextmanager
+def _full_float32_matmul() -> Iterator[None]:
+    """The margin assumes IEEE float32 products; a process that allowed reduced-precision matmuls (TF32, bf16
+    passes) gets full precision back for the duration of the resize."""
+    previous = torch.get_float32_matmul_precision()
+    if previous == "highest":
+        yield
+        return
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
