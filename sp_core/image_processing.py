@@ -10,7 +10,7 @@ Two steps, each usable alone:
   picks whose bicubic it reproduces bit for bit (see `resize_bicubic`). `to_uint8` gives the
   (S, S, 3) uint8 crop, 4x smaller than float32, for the shards; `normalize` turns a batch of crops into the
   (N, 3, S, S) float32 tensor at train time with one fused multiply-add; calling the processor on PIL images does
-  both at once (serving), returning the same values as a channels-last tensor.
+  both at once (serving), returning the same values (contiguous with "pil", channels-last with "torch").
 
 Pure PIL + numpy + torch: this file is imported inside data workers and must stay light (no transformers, no Ray).
 """
@@ -364,7 +364,8 @@ class LlavaSPImageProcessor:
         return pixels.permute(0, 3, 1, 2)
 
     def _call_planar(self, images: list[Image.Image]) -> torch.Tensor:
-        """`__call__` for resize="pil": each crop is resized straight into its (3, S, S) slot and normalised there."""
+        """`__call__` for resize="pil": each crop is resized into one reused planar buffer and normalised from there
+        into its (3, S, S) slot of the batch."""
         size = self.image_size
         pixels = torch.empty((len(images), 3, size, size), dtype=torch.float32)
         scale, offset = self._scale.view(3, 1, 1), self._offset.view(3, 1, 1)

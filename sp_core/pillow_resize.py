@@ -115,19 +115,28 @@ def axis_plan(in_size: int, out_size: int, out_start: int, out_stop: int) -> Axi
     count = weights.count[out_start:out_stop]
     fixed = weights.fixed[out_start:out_stop]
     in_start, in_stop = int(first.min()), int((first + count).max())
-    blocks = []
-    for block_start in range(0, out_stop - out_start, BLOCK):
-        block_stop = min(block_start + BLOCK, out_stop - out_start)
-        band_start = int(first[block_start:block_stop].min())
-        band_stop = int((first + count)[block_start:block_stop].max())
-        band = np.zeros((band_stop - band_start, block_stop - block_start), dtype=np.float32)
-        for out in range(block_start, block_stop):
-            offset = first[out] - band_start
-            band[offset : offset + count[out], out - block_start] = fixed[out, : count[out]] * 2.0**-PRECISION_BITS
-        blocks.append(
-            BandBlock(block_start, block_stop, band_start - in_start, band_stop - in_start, torch.from_numpy(band))
+    # All bands at once (a new image size costs a new plan, so this runs per image on varied data): block b holds
+    # outputs [b * BLOCK, (b + 1) * BLOCK) and reads inputs [band_start[b], band_stop[b]).
+    n_out, ksize = fixed.shape
+    block_starts = np.arange(0, n_out, BLOCK)
+    band_start = np.minimum.reduceat(first, block_starts)
+    band_stop = np.maximum.reduceat(first + count, block_starts)
+    bands = np.zeros((len(block_starts), int((band_stop - band_start).max()), BLOCK), dtype=np.float32)
+    out, tap = np.nonzero(np.arange(ksize)[None, :] < count[:, None])
+    block = out // BLOCK
+    bands[block, first[out] - band_start[block] + tap, out % BLOCK] = fixed[out, tap] * 2.0**-PRECISION_BITS
+    blocks = tuple(
+        BandBlock(
+            int(start),
+            min(int(start) + BLOCK, n_out),
+            int(band_start[index]) - in_start,
+            int(band_stop[index]) - in_start,
+            torch.from_numpy(
+                np.ascontiguousarray(bands[index, : band_stop[index] - band_start[index], : min(BLOCK, n_out - start)])
+            ),
         )
-    ksize = fixed.shape[1]
+        for index, start in enumerate(block_starts)
+    )
     taps = np.minimum(first[:, None] + np.arange(ksize)[None, :], in_stop - 1) - in_start
     # A sum of n float32 products is off by at most gamma_n * sum |terms|, in any order of summation (Higham, Accuracy
     # and Stability of Numerical Algorithms, 3.1); zero weights add no error. The terms are ksize products of inputs
@@ -136,7 +145,7 @@ def axis_plan(in_size: int, out_size: int, out_start: int, out_stop: int) -> Axi
     gamma = terms * _FLOAT32_UNIT_ROUNDOFF / (1 - terms * _FLOAT32_UNIT_ROUNDOFF)
     largest_sum = float(np.abs(fixed).sum(axis=1).max()) * 2.0**-PRECISION_BITS
     margin = gamma * (255.0 * largest_sum + 1.0)
-    return AxisPlan(in_start, in_stop, tuple(blocks), taps, np.ascontiguousarray(fixed), margin)
+    return AxisPlan(in_start, in_stop, blocks, taps, np.ascontiguousarray(fixed), margin)
 
 
 def pillow_runs_horizontal_first(in_size: tuple[int, int], out_size: tuple[int, int]) -> bool:
@@ -191,10 +200,11 @@ def pillow_resize_crop(
     size: (W', H') of the whole resized image; box: (left, top, w, h) inside it. Returns the crop as (C, h, w) float32
     holding the uint8 values, written into `out` when given (any (C, h, w) float32 view, e.g. one image of a batch).
     """
-    shapes = {(np.asarray(plane).dtype, np.asarray(plane).shape) for plane in planes}
-    if len(planes) == 0 or len(shapes) != 1 or next(iter(shapes))[0] != np.uint8 or len(next(iter(shapes))[1]) != 2:
-        raise ValueError(f"planes must be (C, H, W) uint8 or C equal (H, W) uint8 arrays, got {sorted(map(str, shapes))}")
-    channels, (height, width) = len(planes), next(iter(shapes))[1]
+    planes = [np.asarray(plane) for plane in planes]
+    kinds = sorted({f"{plane.dtype} {plane.shape}" for plane in planes})
+    if not planes or len(kinds) != 1 or planes[0].dtype != np.uint8 or planes[0].ndim != 2:
+        raise ValueError(f"planes must be (C, H, W) uint8 or C equal (H, W) uint8 arrays, got {kinds}")
+    channels, (height, width) = len(planes), planes[0].shape
     out_width, out_height = size
     left, top, crop_width, crop_height = box
     if not (0 <= left and left + crop_width <= out_width and 0 <= top and top + crop_height <= out_height):
