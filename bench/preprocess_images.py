@@ -14,8 +14,8 @@ work and would only dilute the ratio) and produce (N, 3, 336, 336) float32 pixel
 
 Timing: every contender runs on batch 1, then every contender on batch 2, and so on, --repeats times (the order of
 the contenders reversed on every other round), and each contender's time is the sum over batches of its best time
-on that batch; a burst from a noisy neighbour then costs one sample rather than a whole pass. Torch runs on one
-thread: data workers each get one core.
+on that batch; a burst from a noisy neighbour then costs one sample rather than a whole pass. Torch and numpy's BLAS
+run on one thread: data workers each get one core (Ray sets OMP_NUM_THREADS to a task's CPUs, which both follow).
 
 The printout splits the time per image: PIL's resize of the whole image alone (the call inside
 CLIPImageProcessorPil), and each of our resizes alone. Batch size matters to both sides: a batch of 32 is 43 MB of
@@ -30,6 +30,10 @@ import io
 import os
 import time
 from collections.abc import Callable
+
+# Before numpy loads its BLAS, which reads these once (sp_core.pillow_resize's products are numpy's).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 import torch

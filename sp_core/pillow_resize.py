@@ -7,26 +7,24 @@ repeats that arithmetic exactly, but only for the output pixels inside the crop,
 matrix products (a band of weights per block of output pixels) instead of Pillow's scalar loops.
 
 Exactness: the weights are Pillow's integers scaled by 2**-22, which float32 holds exactly, and the inputs of each pass
-are integers 0..255, so a product's only error is float32 rounding, bounded by `AxisPlan.margin`. Where the estimate is
+are integers 0..255, so a product's only error is float32 rounding, with a strict bound (`axis_plan`). Where the estimate is
 farther than that from a rounding boundary, its floor is Pillow's value; the few that are closer (about 0.2% on photos,
 mostly exact .5 ties between neighbouring levels) are recomputed in int64 the way Pillow does. Tests compare against
 `PIL.Image.resize` on random sizes and crops.
 
-Pure numpy + torch (no PIL import): the caller hands in the image's channel planes.
+Pure numpy (no PIL, no torch): the caller hands in the image's pixels as an (H, W, C) uint8 array.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
-import torch
 
 # Pillow's fixed point: 32 bits minus 8 for the pixel and 2 for the overshoot of a filter with negative lobes.
 PRECISION_BITS = 22
@@ -91,20 +89,21 @@ class BandBlock:
     out_stop: int
     in_start: int
     in_stop: int
-    weights: torch.Tensor
+    weights: np.ndarray
 
 
 @dataclass(frozen=True)
 class AxisPlan:
     """How to compute outputs [out_start, out_stop) of one axis: the input range they read, the blocks, the exact
-    taps for recomputing a value, and the largest float32 error an estimate can have."""
+    taps for recomputing a value, and how estimates are rounded (see `_round_like_pillow`)."""
 
     in_start: int
     in_stop: int
     blocks: tuple[BandBlock, ...]
     taps: np.ndarray  # (n_out, ksize) int64 input index relative to in_start (clamped; its weight is 0 there)
     fixed: np.ndarray  # (n_out, ksize) int64 Pillow weights
-    margin: float
+    bias: np.float32  # added to every product: 0.5 (Pillow's rounding) plus at least the largest float32 error
+    unsure_below: float  # an estimate whose fraction is under this is recomputed exactly
 
 
 @lru_cache(maxsize=256)
@@ -131,21 +130,25 @@ def axis_plan(in_size: int, out_size: int, out_start: int, out_stop: int) -> Axi
             min(int(start) + BLOCK, n_out),
             int(band_start[index]) - in_start,
             int(band_stop[index]) - in_start,
-            torch.from_numpy(
-                np.ascontiguousarray(bands[index, : band_stop[index] - band_start[index], : min(BLOCK, n_out - start)])
-            ),
+            np.ascontiguousarray(bands[index, : band_stop[index] - band_start[index], : min(BLOCK, n_out - start)]),
         )
         for index, start in enumerate(block_starts)
     )
     taps = np.minimum(first[:, None] + np.arange(ksize)[None, :], in_stop - 1) - in_start
     # A sum of n float32 products is off by at most gamma_n * sum |terms|, in any order of summation (Higham, Accuracy
     # and Stability of Numerical Algorithms, 3.1); zero weights add no error. The terms are ksize products of inputs
-    # at most 255, plus the bias (0.5 + margin, under 1) that the product adds, and one more rounding for that add.
+    # at most 255, plus the bias (0.5 + margin, under 1) added after the product, and one more rounding for that add.
     terms = ksize + 2
     gamma = terms * _FLOAT32_UNIT_ROUNDOFF / (1 - terms * _FLOAT32_UNIT_ROUNDOFF)
     largest_sum = float(np.abs(fixed).sum(axis=1).max()) * 2.0**-PRECISION_BITS
     margin = gamma * (255.0 * largest_sum + 1.0)
-    return AxisPlan(in_start, in_stop, blocks, taps, np.ascontiguousarray(fixed), margin)
+    bias = np.float32(0.5 + margin)
+    if float(bias) < 0.5 + margin:  # the float32 bias must not fall short of 0.5 + margin
+        bias = np.nextafter(bias, np.float32(1.0))
+    # estimate = true + bias + error, |error| <= margin: its floor is Pillow's value unless its fraction is below
+    # (bias - 0.5) + margin, where an error of up to margin may have carried it past an integer.
+    unsure_below = float(bias) - 0.5 + margin
+    return AxisPlan(in_start, in_stop, blocks, taps, np.ascontiguousarray(fixed), bias, unsure_below)
 
 
 def pillow_runs_horizontal_first(in_size: tuple[int, int], out_size: tuple[int, int]) -> bool:
@@ -174,148 +177,135 @@ class _Workspace(threading.local):
     costs more than the arithmetic."""
 
     def __init__(self) -> None:
-        self.buffers: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+        self.buffers: dict[tuple[str, str], np.ndarray] = {}
 
-    def take(self, name: str, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def take(self, name: str, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
         size = math.prod(shape)
-        buffer = self.buffers.get((name, dtype))
-        if buffer is None or buffer.numel() < size:
-            buffer = torch.empty(size, dtype=dtype)
-            self.buffers[(name, dtype)] = buffer
-        return buffer[:size].view(shape)
+        key = (name, np.dtype(dtype).str)
+        buffer = self.buffers.get(key)
+        if buffer is None or buffer.size < size:
+            buffer = np.empty(size, dtype=dtype)
+            self.buffers[key] = buffer
+        return buffer[:size].reshape(shape)
 
 
 _WORKSPACE = _Workspace()
 
 
 def pillow_resize_crop(
-    planes: np.ndarray | Sequence[np.ndarray],
+    pixels: np.ndarray,
     size: tuple[int, int],
     box: tuple[int, int, int, int],
-    out: torch.Tensor | None = None,
-) -> torch.Tensor:
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """Pillow's `resize(size, BICUBIC)` of an image, cropped to `box`, bit for bit, computing only the crop.
 
-    planes: the image as (C, H, W) uint8, or one (H, W) uint8 array per channel (as `Image.split` gives them);
-    size: (W', H') of the whole resized image; box: (left, top, w, h) inside it. Returns the crop as (C, h, w) float32
-    holding the uint8 values, written into `out` when given (any (C, h, w) float32 view, e.g. one image of a batch).
+    pixels: the image as (H, W, C) uint8 with any strides (e.g. a view of Pillow's own RGBX memory); size: (W', H') of
+    the whole resized image; box: (left, top, w, h) inside it. Returns the crop as (C, h, w) float32 holding the uint8
+    values, written into `out` when given (any (C, h, w) float32 array or view, e.g. one image of a batch).
     """
-    planes = [np.asarray(plane) for plane in planes]
-    kinds = sorted({f"{plane.dtype} {plane.shape}" for plane in planes})
-    if not planes or len(kinds) != 1 or planes[0].dtype != np.uint8 or planes[0].ndim != 2:
-        raise ValueError(f"planes must be (C, H, W) uint8 or C equal (H, W) uint8 arrays, got {kinds}")
-    channels, (height, width) = len(planes), planes[0].shape
+    pixels = np.asarray(pixels)
+    if pixels.dtype != np.uint8 or pixels.ndim != 3:
+        raise ValueError(f"pixels must be an (H, W, C) uint8 array, got {pixels.dtype} {pixels.shape}")
+    height, width, channels = pixels.shape
     out_width, out_height = size
     left, top, crop_width, crop_height = box
     if not (0 <= left and left + crop_width <= out_width and 0 <= top and top + crop_height <= out_height):
         raise ValueError(f"crop box {box} is not inside the resized size {size}")
     if out is None:
-        out = torch.empty((channels, crop_height, crop_width), dtype=torch.float32)
+        out = np.empty((channels, crop_height, crop_width), dtype=np.float32)
     horizontal = axis_plan(width, out_width, left, left + crop_width) if out_width != width else None
     vertical = axis_plan(height, out_height, top, top + crop_height) if out_height != height else None
     rows = (vertical.in_start, vertical.in_stop) if vertical else (top, top + crop_height)
     cols = (horizontal.in_start, horizontal.in_stop) if horizontal else (left, left + crop_width)
-    # Planar (C, rows, cols): the horizontal pass is one product over the last axis for all rows of all channels.
-    current = _WORKSPACE.take("planes", (channels, rows[1] - rows[0], cols[1] - cols[0]))
-    for channel, plane in enumerate(planes):  # uint8 -> float32 (exact) straight from each plane
-        np.copyto(current[channel].numpy(), plane[rows[0] : rows[1], cols[0] : cols[1]], casting="unsafe")
+    current = _planar_float(pixels[rows[0] : rows[1], cols[0] : cols[1]])
     passes = [(_horizontal_pass, horizontal), (_vertical_pass, vertical)]
     if not pillow_runs_horizontal_first((width, height), size):
         passes.reverse()
     passes = [(run, plan) for run, plan in passes if plan is not None]
     if not passes:
-        return out.copy_(current)
-    with _full_float32_matmul():
-        for index, (run, plan) in enumerate(passes):
-            current = run(current, plan, out if index == len(passes) - 1 else None)
+        np.copyto(out, current)
+        return out
+    for index, (run, plan) in enumerate(passes):
+        current = run(current, plan, out if index == len(passes) - 1 else None)
     return out
 
 
-def _horizontal_pass(planes: torch.Tensor, plan: AxisPlan, out: torch.Tensor | None) -> torch.Tensor:
+def _planar_float(region: np.ndarray) -> np.ndarray:
+    """(R, K, C) uint8, any strides -> (C, R, K) float32 in the workspace. Planar, so that the horizontal pass is one
+    product over the last axis for all rows of all channels. De-interleaving as bytes and then widening the contiguous
+    planes is faster than widening while de-interleaving."""
+    rows, cols, channels = region.shape
+    planes = _WORKSPACE.take("planes_uint8", (channels, rows, cols), np.uint8)
+    np.copyto(planes, region.transpose(2, 0, 1))
+    widened = _WORKSPACE.take("planes", (channels, rows, cols))
+    np.copyto(widened, planes, casting="unsafe")  # uint8 -> float32, exact
+    return widened
+
+
+# The products use numpy's matmul (its BLAS): for these small products (K about 30) its per-call cost is well under
+# half of torch.addmm's here, and it has no reduced-precision float32 mode that would void the error bound.
+
+
+def _horizontal_pass(planes: np.ndarray, plan: AxisPlan, out: np.ndarray | None) -> np.ndarray:
     """(C, R, cols) -> (C, R, n_out), resampling along the last axis."""
     channels, rows, _ = planes.shape
     n_out = plan.taps.shape[0]
-    source = planes.view(channels * rows, -1)
+    source = planes.reshape(channels * rows, -1)
     estimate = _WORKSPACE.take("estimate", (channels * rows, n_out))
-    bias = torch.tensor(0.5 + plan.margin)
     for block in plan.blocks:
-        torch.addmm(
-            bias,
-            source[:, block.in_start : block.in_stop],
-            block.weights,
-            out=estimate[:, block.out_start : block.out_stop],
-        )
+        np.matmul(source[:, block.in_start : block.in_stop], block.weights,
+                  out=estimate[:, block.out_start : block.out_stop])
 
     def exact(flat_index: np.ndarray) -> np.ndarray:
         row, column = np.divmod(flat_index, n_out)
-        return _fixed_point_sum(source.numpy()[row[:, None], plan.taps[column]], plan.fixed[column])
+        return _fixed_point_sum(source[row[:, None], plan.taps[column]], plan.fixed[column])
 
     rounded = out if out is not None else _WORKSPACE.take("rounded_h", (channels, rows, n_out))
-    return _round_like_pillow(estimate.view(channels, rows, n_out), plan.margin, exact, rounded)
+    return _round_like_pillow(estimate.reshape(channels, rows, n_out), plan, exact, rounded)
 
 
-def _vertical_pass(planes: torch.Tensor, plan: AxisPlan, out: torch.Tensor | None) -> torch.Tensor:
+def _vertical_pass(planes: np.ndarray, plan: AxisPlan, out: np.ndarray | None) -> np.ndarray:
     """(C, rows, N) -> (C, n_out, N), resampling along the middle axis."""
     channels, _, columns = planes.shape
     n_out = plan.taps.shape[0]
     estimate = _WORKSPACE.take("estimate", (channels, n_out, columns))
-    bias = torch.tensor(0.5 + plan.margin)
     for block in plan.blocks:
-        torch.baddbmm(
-            bias,
-            block.weights.t().expand(channels, -1, -1),
-            planes[:, block.in_start : block.in_stop, :],
-            out=estimate[:, block.out_start : block.out_stop, :],
-        )
+        np.matmul(block.weights.T, planes[:, block.in_start : block.in_stop, :],
+                  out=estimate[:, block.out_start : block.out_stop, :])
 
     def exact(flat_index: np.ndarray) -> np.ndarray:
         channel, rest = np.divmod(flat_index, n_out * columns)
         row, column = np.divmod(rest, columns)
-        return _fixed_point_sum(planes.numpy()[channel[:, None], plan.taps[row], column[:, None]], plan.fixed[row])
+        return _fixed_point_sum(planes[channel[:, None], plan.taps[row], column[:, None]], plan.fixed[row])
 
     rounded = out if out is not None else _WORKSPACE.take("rounded_v", (channels, n_out, columns))
-    return _round_like_pillow(estimate, plan.margin, exact, rounded)
+    return _round_like_pillow(estimate, plan, exact, rounded)
 
 
 def _fixed_point_sum(values: np.ndarray, fixed: np.ndarray) -> np.ndarray:
-    """Pillow's inner loop for a few output values: (n, ksize) inputs and weights -> (n,) clipped uint8 as float32.
-    numpy, not torch: for a few hundred values its per-call cost is a fraction of torch's."""
+    """Pillow's inner loop for a few output values: (n, ksize) inputs and weights -> (n,) clipped uint8 as float32."""
     total = (values.astype(np.int64) * fixed).sum(axis=1) + (1 << (PRECISION_BITS - 1))
     return np.clip(total >> PRECISION_BITS, 0, 255).astype(np.float32)
 
 
 def _round_like_pillow(
-    estimate: torch.Tensor, margin: float, exact: Callable[[np.ndarray], np.ndarray], rounded: torch.Tensor
-) -> torch.Tensor:
-    """Pillow's (sum + 2**21) >> 22, clipped to 0..255, into `rounded`, from float32 estimates of
-    sum / 2**22 + 0.5 + margin (the products add the 0.5 and the margin as their bias). `estimate` is scratch.
+    estimate: np.ndarray, plan: AxisPlan, exact: Callable[[np.ndarray], np.ndarray], rounded: np.ndarray
+) -> np.ndarray:
+    """Pillow's (sum + 2**21) >> 22, clipped to 0..255, into `rounded`, from float32 estimates of sum / 2**22 that
+    are off by at most the plan's margin. `estimate` is scratch.
 
-    With the margin added, the floor of an estimate is Pillow's value unless the estimate's fraction is under twice
-    the margin: those few are recomputed exactly. Clipping the estimate to [0.5, 255.5] first gives the clipped
-    value with a fraction of .5, far from any boundary (an estimate below 0.5 means a true value below 0).
+    With the bias added, the floor of an estimate is Pillow's value unless its fraction is under `plan.unsure_below`:
+    those few are recomputed exactly. Clipping to [0.5, 255.5] first gives the clipped value with a fraction of .5,
+    far from any boundary (an estimate below 0.5 means a true value below 0).
     """
-    estimate.clamp_(0.5, 255.5)
-    torch.floor(estimate, out=rounded)
-    fraction = estimate.sub_(rounded)
-    unsure_mask = _WORKSPACE.take("unsure", tuple(fraction.shape), torch.bool)
-    # numpy's comparison into a bool buffer is several times faster than torch's here.
-    unsure = np.flatnonzero(np.less(fraction.numpy(), 2.0 * margin, out=unsure_mask.numpy()))
+    np.add(estimate, plan.bias, out=estimate)
+    np.clip(estimate, 0.5, 255.5, out=estimate)
+    np.floor(estimate, out=rounded)
+    fraction = np.subtract(estimate, rounded, out=estimate)
+    unsure_mask = _WORKSPACE.take("unsure", fraction.shape, np.bool_)
+    unsure = np.flatnonzero(np.less(fraction, plan.unsure_below, out=unsure_mask))
     if unsure.size:
         # `rounded` may be any view (e.g. `out`): index it by coordinates, not flat positions.
-        rounded.numpy()[np.unravel_index(unsure, tuple(rounded.shape))] = exact(unsure)
+        rounded[np.unravel_index(unsure, rounded.shape)] = exact(unsure)
     return rounded
-
-
-@contextmanager
-def _full_float32_matmul() -> Iterator[None]:
-    """The margin assumes IEEE float32 products; a process that allowed reduced-precision matmuls (TF32, bf16
-    passes) gets full precision back for the duration of the resize."""
-    previous = torch.get_float32_matmul_precision()
-    if previous == "highest":
-        yield
-        return
-    torch.set_float32_matmul_precision("highest")
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(previous)

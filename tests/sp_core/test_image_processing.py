@@ -10,6 +10,7 @@ import warnings
 import zlib
 
 import numpy as np
+import pyarrow
 import pytest
 import torch
 from PIL import Image, ImageFile
@@ -27,6 +28,7 @@ from sp_core.image_processing import (
     LlavaSPImageProcessor,
     expand_to_square,
     load_rgb_image,
+    rgb_pixels,
     shortest_edge_size,
     to_rgb,
 )
@@ -208,6 +210,33 @@ def test_expand_to_square_geometry_matches_llava():
 
     already_square = Image.new("RGB", (3, 3))
     assert expand_to_square(already_square, (0, 0, 0)) is already_square
+
+
+def test_rgb_pixels_is_a_view_of_pillows_memory_that_outlives_the_image():
+    image = Image.fromarray(photo_like(64, 48, seed=3))
+    expected = np.array(image)
+    pixels = rgb_pixels(image)
+    assert pixels.shape == (48, 64, 3) and pixels.dtype == np.uint8 and not pixels.flags.writeable
+    np.testing.assert_array_equal(pixels, expected)
+    image.putpixel((5, 7), (1, 2, 3))  # written through Pillow, seen through the view: no copy was made
+    assert tuple(pixels[7, 5]) == (1, 2, 3)
+    expected[7, 5] = (1, 2, 3)
+    del image
+    _ = [Image.new("RGB", (64, 48), (9, 9, 9)) for _ in range(8)]  # reuse of freed memory would show here
+    np.testing.assert_array_equal(pixels, expected)
+
+
+def test_rgb_pixels_copies_an_image_pillow_keeps_in_several_blocks_and_refuses_other_modes():
+    # Pillow allocates images in blocks of 16 MB; this one (2100 x 2100 x 4 bytes) spans two.
+    image = Image.new("RGB", (2100, 2100), (10, 20, 30))
+    image.putpixel((2099, 2099), (40, 50, 60))
+    with pytest.raises(ValueError, match="not contiguous"):  # the case: Pillow will not hand out its memory
+        pyarrow.array(image)
+    pixels = rgb_pixels(image)
+    assert pixels.shape == (2100, 2100, 3)
+    assert tuple(pixels[0, 0]) == (10, 20, 30) and tuple(pixels[2099, 2099]) == (40, 50, 60)
+    with pytest.raises(ValueError, match="rgb_pixels needs an RGB image, got mode 'L'"):
+        rgb_pixels(Image.new("L", (4, 4)))
 
 
 def test_shortest_edge_size_truncates_like_transformers():
