@@ -45,7 +45,6 @@ from sp_core.image_processing import (
     LlavaSPImageProcessor,
     resize_bicubic,
     resize_crop_bicubic,
-    shortest_edge_size,
 )
 from sp_core.processing import clip_image_processor
 
@@ -104,8 +103,7 @@ def main() -> None:
     hf_processor = clip_image_processor(IMAGE_SIZE)
     ours = LlavaSPImageProcessor(image_size=IMAGE_SIZE, aspect="square")  # the default resize, "pil"
     ours_torch = LlavaSPImageProcessor(image_size=IMAGE_SIZE, aspect="square", resize="torch")
-    resized_size = shortest_edge_size(WIDTH, HEIGHT, IMAGE_SIZE)
-    crop_box = ((resized_size[0] - IMAGE_SIZE) // 2, (resized_size[1] - IMAGE_SIZE) // 2, IMAGE_SIZE, IMAGE_SIZE)
+    _, resized_size, crop_box = ours.geometry(images[0])  # every image is WIDTH x HEIGHT: one geometry for all
 
     def run_hf(batch: list[Image.Image]) -> torch.Tensor:
         return hf_processor(batch, return_tensors="pt").pixel_values

@@ -331,7 +331,7 @@ class LlavaSPImageProcessor:
         """One image -> its (S, S, 3) uint8 crop, pixel-identical to the chosen reference before rescaling."""
         return np.ascontiguousarray(self._crop_view(image))
 
-    def _geometry(self, image: Image.Image) -> tuple[Image.Image, tuple[int, int], tuple[int, int, int, int]]:
+    def geometry(self, image: Image.Image) -> tuple[Image.Image, tuple[int, int], tuple[int, int, int, int]]:
         """The RGB (padded) image to resize, the size it is resized to, and the centre crop box in that size."""
         image = to_rgb(image)
         if self.aspect == "pad":
@@ -346,7 +346,7 @@ class LlavaSPImageProcessor:
         # Pillow's resize is computed for the crop alone (sp_core.pillow_resize), bit for bit as if the whole image
         # had been resized; PIL's own box= argument is not (float32 box edges), and one level of difference is
         # already 0.015 after normalisation.
-        return resize_crop_bicubic(*self._geometry(image), self.resize)
+        return resize_crop_bicubic(*self.geometry(image), self.resize)
 
     def normalize(self, batch_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
         """(N, S, S, 3) uint8 crops -> (N, 3, S, S) float32 pixel values for the vision tower, contiguous NCHW."""
@@ -393,7 +393,7 @@ class LlavaSPImageProcessor:
         # once, by the multiply-add.
         crop = torch.empty((3, size, size), dtype=torch.float32)
         for index, image in enumerate(images):
-            rgb, resized_size, box = self._geometry(image)
+            rgb, resized_size, box = self.geometry(image)
             pillow_resize_crop(rgb_pixels(rgb), resized_size, box, out=crop.numpy())
             torch.addcmul(offset, crop, scale, out=pixels[index])  # x * scale + offset, as in normalize
         return pixels

@@ -7,10 +7,10 @@ repeats that arithmetic exactly, but only for the output pixels inside the crop,
 matrix products (a band of weights per block of output pixels) instead of Pillow's scalar loops.
 
 Exactness: the weights are Pillow's integers scaled by 2**-22, which float32 holds exactly, and the inputs of each pass
-are integers 0..255, so a product's only error is float32 rounding, with a strict bound (`axis_plan`). Where the estimate is
-farther than that from a rounding boundary, its floor is Pillow's value; the few that are closer (about 0.2% on photos,
-mostly exact .5 ties between neighbouring levels) are recomputed in int64 the way Pillow does. Tests compare against
-`PIL.Image.resize` on random sizes and crops.
+are integers 0..255, so a product's only error is float32 rounding, with a strict bound (`axis_plan`). Where the
+estimate is farther than that from a rounding boundary, its floor is Pillow's value; the few that are closer (about
+0.2% on photos, mostly exact .5 ties between neighbouring levels) are recomputed in int64 the way Pillow does. Tests
+compare against `PIL.Image.resize` on random sizes and crops.
 
 Pure numpy (no PIL, no torch): the caller hands in the image's pixels as an (H, W, C) uint8 array.
 """
@@ -82,14 +82,20 @@ def pillow_weights(in_size: int, out_size: int) -> PillowWeights:
 
 @dataclass(frozen=True)
 class BandBlock:
-    """One matrix product of a pass: outputs [out_start, out_stop) from inputs [in_start, in_stop) (relative to the
-    plan's `in_start`), with the (in, out) float32 weight band."""
+    """One matrix product of a pass: the (in, out) float32 weight band, mapping inputs from `in_start` (relative to
+    the plan's `in_start`) to outputs from `out_start`."""
 
     out_start: int
-    out_stop: int
     in_start: int
-    in_stop: int
     weights: np.ndarray
+
+    @property
+    def out_stop(self) -> int:
+        return self.out_start + self.weights.shape[1]
+
+    @property
+    def in_stop(self) -> int:
+        return self.in_start + self.weights.shape[0]
 
 
 @dataclass(frozen=True)
@@ -127,9 +133,7 @@ def axis_plan(in_size: int, out_size: int, out_start: int, out_stop: int) -> Axi
     blocks = tuple(
         BandBlock(
             int(start),
-            min(int(start) + BLOCK, n_out),
             int(band_start[index]) - in_start,
-            int(band_stop[index]) - in_start,
             np.ascontiguousarray(bands[index, : band_stop[index] - band_start[index], : min(BLOCK, n_out - start)]),
         )
         for index, start in enumerate(block_starts)
@@ -292,8 +296,8 @@ def _fixed_point_sum(values: np.ndarray, fixed: np.ndarray) -> np.ndarray:
 def _round_like_pillow(
     estimate: np.ndarray, plan: AxisPlan, exact: Callable[[np.ndarray], np.ndarray], rounded: np.ndarray
 ) -> np.ndarray:
-    """Pillow's (sum + 2**21) >> 22, clipped to 0..255, into `rounded`, from float32 estimates of sum / 2**22 that
-    are off by at most the plan's margin. `estimate` is scratch.
+    """Pillow's (sum + 2**21) >> 22, clipped to 0..255, into `rounded`, from float32 estimates of sum / 2**22 within
+    the bound `axis_plan` derived. `estimate` is scratch.
 
     With the bias added, the floor of an estimate is Pillow's value unless its fraction is under `plan.unsure_below`:
     those few are recomputed exactly. Clipping to [0.5, 255.5] first gives the clipped value with a fraction of .5,
