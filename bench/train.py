@@ -23,7 +23,8 @@ import torch
 from mlflow import MlflowClient
 
 from pipelines.train.config import TrainConfig
-from pipelines.train.data import collate, shard_files, target_tokens
+from pipelines.train.data import collate, target_tokens
+from pipelines.train.shards import shard_files
 from pipelines.train.job import embedded_data_dir, run_stage
 from pipelines.train.model_setup import build_stage_model, parameter_groups
 from pipelines.defaults import embedded_model_dir

@@ -1,6 +1,6 @@
 """The whole pipeline on the embedded default in one command (what `make demo` runs).
 
-    python jobs/demo.py                        # baseline, SP-Cropping and SP-Pooling, end to end (~9 min, 2 CPUs)
+    python jobs/demo.py                        # baseline, SP-Cropping and SP-Pooling, end to end (~10 min, 2 CPUs)
     python jobs/demo.py 'variants=[sp-cropping]' finetune_steps=2000   # one variant, trained longer
 
 synthetic data -> Ray Data preprocessing -> stage 1 -> stage 2 (Ray Train + DeepSpeed) for each variant ->
@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
         result = run_demo(parse_config(DemoConfig, argv, __doc__))
         evaluation = result.evaluation
         print("\n== Training (final loss, stage 1 -> stage 2)")
+        print(f"  {'shared LLM':12s} captions {result.base.metrics.get('loss', float('nan')):.3f}"
+              f"   mlflow run {result.base.run_id}")
         for name, (stage1, stage2) in result.trained.items():
             print(f"  {name:12s} pretrain {stage1.metrics.get('loss', float('nan')):.3f} "
                   f"-> finetune {stage2.metrics.get('loss', float('nan')):.3f}   mlflow run {stage2.run_id}")

@@ -160,18 +160,11 @@ def _starting_model(row: AblationRow, config: SweepConfig) -> Path:
 def _tiny_row_model(row: AblationRow, directory: Path) -> Path:
     """The tiny model of this row with the vision tower, patch MLP and LLM of the embedded baseline, so rows differ
     only in their SP modules (which keep their own initialisation)."""
-    from safetensors.torch import load_file
+    from pipelines.shared_base import graft_base_weights
+    from sp_core.tiny import save_tiny_model
 
-    from sp_core.processing import build_llava_sp_processor
-    from sp_core.tiny import build_tiny_model
-
-    shared = load_file(embedded_model_dir("none") / "model.safetensors")
-    model, tokenizer = build_tiny_model(seed=0, **row.model_options())
-    missing = model.load_state_dict(shared, strict=False).missing_keys
-    assert all("multi_modal_projector" in key for key in missing), missing
-    model.save_pretrained(directory)
-    build_llava_sp_processor(model.config, tokenizer).save_pretrained(directory)
-    return directory
+    save_tiny_model(directory, seed=0, **row.model_options())
+    return graft_base_weights(embedded_model_dir("none"), directory, directory)
 
 
 def _projector_parameters(model_dir: Path) -> int:

@@ -28,14 +28,26 @@ def start_run(experiment: str, run_name: str, tags: dict[str, str] | None = None
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
+    run = client.create_run(_experiment_id(client, experiment), run_name=run_name, tags=tags or {})
+    return uri, run.info.run_id
+
+
+def _experiment_id(client: MlflowClient, experiment: str) -> str:
+    """The experiment's id, creating it if missing. Runs started side by side (the demo's variants) may race to create
+    it: the loser finds the winner's."""
+    from mlflow.exceptions import MlflowException
+
     found = client.get_experiment_by_name(experiment)
     if found is not None:
-        experiment_id = found.experiment_id
-    else:
-        artifacts = None if os.environ.get("MLFLOW_TRACKING_URI") else Path("mlruns").absolute().as_uri()
-        experiment_id = client.create_experiment(experiment, artifact_location=artifacts)
-    run = client.create_run(experiment_id, run_name=run_name, tags=tags or {})
-    return uri, run.info.run_id
+        return found.experiment_id
+    artifacts = None if os.environ.get("MLFLOW_TRACKING_URI") else Path("mlruns").absolute().as_uri()
+    try:
+        return client.create_experiment(experiment, artifact_location=artifacts)
+    except MlflowException:
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            raise
+        return found.experiment_id
 
 
 def log_params(uri: str, run_id: str, params: dict) -> None:
@@ -49,17 +61,16 @@ def log_params(uri: str, run_id: str, params: dict) -> None:
 
 def log_metric_curves(uri: str, run_id: str, keys: tuple[str, ...] = ("loss", "lr", "grad_norm")) -> None:
     """A PNG of each logged per-step metric, as artifacts under plots/."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # Figure, not pyplot: pyplot's global state is not safe from the threads that train the demo's variants.
+    from matplotlib.figure import Figure
 
     client = MlflowClient(uri)
     for key in keys:
         history = sorted(client.get_metric_history(run_id, key), key=lambda metric: metric.step)
         if not history:
             continue
-        figure, axis = plt.subplots(figsize=(6, 3.5))
+        figure = Figure(figsize=(6, 3.5))
+        axis = figure.subplots()
         axis.plot([m.step for m in history], [m.value for m in history], linewidth=1.2)
         axis.set_xlabel("optimizer step")
         axis.set_ylabel(key)
@@ -68,7 +79,6 @@ def log_metric_curves(uri: str, run_id: str, keys: tuple[str, ...] = ("loss", "l
         figure.tight_layout()
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=110)
-        plt.close(figure)
         client.log_image(run_id, _png_to_image(buffer), artifact_file=f"plots/{key}.png")
 
 

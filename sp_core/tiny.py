@@ -67,10 +67,17 @@ def build_tiny_tokenizer(vocab_size: int = 600) -> PreTrainedTokenizerFast:
     )
 
 
-def tiny_config(tokenizer: PreTrainedTokenizerFast, **sp_options: Any) -> LlavaSPConfig:
-    """A LlavaSPConfig with tiny towers; sp_options (sp_variant=..., sp_num_tokens=...) pass through."""
+def tiny_config(tokenizer: PreTrainedTokenizerFast, image_size: int = TINY_VISION["image_size"],
+                **sp_options: Any) -> LlavaSPConfig:
+    """A LlavaSPConfig with tiny towers; sp_options (sp_variant=..., sp_num_tokens=...) pass through.
+
+    image_size below the paper's 336 gives a smaller patch grid (112 px: 8 x 8), which the tiny model learns from far
+    faster; SP options must then fit that grid (LlavaSPConfig says which do not)."""
+    if image_size < TINY_VISION["patch_size"] or image_size % TINY_VISION["patch_size"]:
+        raise ValueError(f"image_size={image_size} must be a positive multiple of the patch size "
+                         f"{TINY_VISION['patch_size']}")
     return LlavaSPConfig(
-        vision_config=CLIPVisionConfig(**TINY_VISION),
+        vision_config=CLIPVisionConfig(**{**TINY_VISION, "image_size": image_size}),
         text_config=LlamaConfig(
             vocab_size=len(tokenizer),
             bos_token_id=tokenizer.bos_token_id,
@@ -84,20 +91,21 @@ def tiny_config(tokenizer: PreTrainedTokenizerFast, **sp_options: Any) -> LlavaS
 
 
 def build_tiny_model(
-    seed: int = 0, **sp_options: Any
+    seed: int = 0, image_size: int = TINY_VISION["image_size"], **sp_options: Any
 ) -> tuple[LlavaSPForConditionalGeneration, PreTrainedTokenizerFast]:
     tokenizer = build_tiny_tokenizer()
-    config = tiny_config(tokenizer, **sp_options)
+    config = tiny_config(tokenizer, image_size=image_size, **sp_options)
     torch.manual_seed(seed)
     model = LlavaSPForConditionalGeneration(config)
     model.generation_config = default_generation_config(config, tokenizer)
     return model.eval(), tokenizer
 
 
-def save_tiny_model(directory: str | Path, seed: int = 0, **sp_options: Any) -> Path:
+def save_tiny_model(directory: str | Path, seed: int = 0, image_size: int = TINY_VISION["image_size"],
+                    **sp_options: Any) -> Path:
     """Build a tiny model and write model (safetensors), tokenizer and processor to `directory`."""
     directory = Path(directory)
-    model, tokenizer = build_tiny_model(seed=seed, **sp_options)
+    model, tokenizer = build_tiny_model(seed=seed, image_size=image_size, **sp_options)
     model.save_pretrained(directory)
     build_llava_sp_processor(model.config, tokenizer).save_pretrained(directory)
     return directory

@@ -4,7 +4,8 @@
         trainer_state.json        step, samples seen, the plan's seed and shape, the config
         projector.safetensors     projector + SP weights (keys of LlavaSPProjector)
         adapter/                  LoRA adapter (peft save_pretrained, safetensors) in LoRA finetuning
-        language_model.safetensors   the LLM in full finetuning
+        language_model.safetensors   the LLM and its output head, where the whole LLM was trained (full finetuning,
+                                     pretrain_llm); keys as in the full model (model.language_model.*, lm_head.*)
         deepspeed/state/          optimizer / scheduler / trainable-parameter state of every rank (DeepSpeed format)
         model/                    final checkpoint only: a complete HF model dir (LoRA merged) + processor files
         probe.safetensors         final checkpoint only: one batch and the live model's logits on it
@@ -25,7 +26,7 @@ import deepspeed
 import torch
 from safetensors.torch import save_file
 
-from pipelines.train.model_setup import PROJECTOR_WEIGHTS, unwrap
+from pipelines.train.model_setup import LANGUAGE_MODEL_WEIGHTS, PROJECTOR_WEIGHTS, unwrap
 
 TRAINER_STATE = "trainer_state.json"
 PROBE = "probe.safetensors"
@@ -44,7 +45,7 @@ def is_partitioned(model: torch.nn.Module) -> bool:
     return any(hasattr(parameter, "ds_id") for parameter in model.parameters())
 
 
-def save_trained_weights(model: torch.nn.Module, directory: Path, full_finetune: bool, write: bool = True) -> None:
+def save_trained_weights(model: torch.nn.Module, directory: Path, trains_llm: bool, write: bool = True) -> None:
     """What this run trained, as safetensors. Every rank calls it (ZeRO-3 gathers the trained parameters)."""
     base = unwrap(model)
     trained = [parameter for parameter in model.parameters() if parameter.requires_grad]
@@ -54,9 +55,14 @@ def save_trained_weights(model: torch.nn.Module, directory: Path, full_finetune:
         save_file(_contiguous(base.projector.state_dict()), str(directory / PROJECTOR_WEIGHTS))
         if hasattr(model, "peft_config"):
             model.save_pretrained(directory / "adapter")  # only the adapter, safetensors
-        elif full_finetune:
-            save_file(_contiguous(base.model.language_model.state_dict()),
-                      str(directory / "language_model.safetensors"))
+        elif trains_llm:
+            save_file(_contiguous(language_model_state(base)), str(directory / LANGUAGE_MODEL_WEIGHTS))
+
+
+def language_model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The LLM and its output head under the full model's key names (what load_stage1_weights expects)."""
+    return {**{f"model.language_model.{name}": tensor for name, tensor in model.model.language_model.state_dict().items()},
+            **{f"lm_head.{name}": tensor for name, tensor in model.lm_head.state_dict().items()}}
 
 
 def save_probe(model: torch.nn.Module, batch: dict[str, torch.Tensor], directory: Path, write: bool = True) -> None:

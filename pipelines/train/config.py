@@ -18,7 +18,7 @@ PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")  # Ray
 
 @dataclass
 class TrainConfig:
-    stage: str = "pretrain"  # pretrain (projector only) | finetune (LoRA or full LLM + projector)
+    stage: str = "pretrain"  # pretrain (projector, + LLM with pretrain_llm) | finetune (LoRA or full LLM + projector)
     model: str = ""  # base model dir or hub id; "" = the embedded tiny model of `variant`
     variant: str = "cropping"  # embedded tiny model only: none | cropping | pooling | sliding_window
     init_from: str = ""  # finetune: a stage-1 checkpoint dir, or "mlflow:<run_id>" of a stage-1 run
@@ -35,6 +35,12 @@ class TrainConfig:
     warmup_ratio: float = 0.03
     max_grad_norm: float = 1.0
     seed: int = 42
+
+    # pretrain
+    # Also train the whole LLM on the captions. The paper keeps Vicuna frozen here; an LLM that starts from random
+    # weights (the embedded tiny one) must first learn to read image tokens, or stage 2 learns to ignore the image.
+    # Stage 2 (init_from this run) then starts from its LLM as well as its projector.
+    pretrain_llm: bool = False
 
     # finetune
     lora_r: int = 128
@@ -73,7 +79,11 @@ class TrainConfig:
         if self.placement_strategy not in PLACEMENT_STRATEGIES:
             problems.append(f"placement_strategy={self.placement_strategy!r}; allowed: {', '.join(PLACEMENT_STRATEGIES)}")
         if self.stage == "pretrain" and (self.init_from or self.full_finetune):
-            problems.append("init_from / full_finetune are finetune options; stage=pretrain trains the projector")
+            problems.append("init_from / full_finetune are finetune options; stage=pretrain trains the projector "
+                            "(and the whole LLM with pretrain_llm=true)")
+        if self.stage == "finetune" and self.pretrain_llm:
+            problems.append("pretrain_llm is a pretrain option; stage=finetune trains the whole LLM with "
+                            "full_finetune=true")
         for name in ("epochs", "micro_batch_size", "gradient_accumulation_steps", "num_workers", "checkpoint_every",
                      "keep_checkpoints", "log_every", "torch_threads"):
             if getattr(self, name) < 1:
@@ -88,6 +98,11 @@ class TrainConfig:
     @property
     def name(self) -> str:
         return self.run_name or f"{self.stage}-{self.variant}"
+
+    @property
+    def trains_llm(self) -> bool:
+        """The whole LLM (not LoRA) is trained in this stage."""
+        return self.pretrain_llm if self.stage == "pretrain" else self.full_finetune
 
     @property
     def samples_per_step(self) -> int:

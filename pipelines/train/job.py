@@ -14,18 +14,21 @@ from pipelines.data.model_inputs import row_processor_for
 from pipelines.data.preprocess import PreprocessConfig, preprocess
 from pipelines.defaults import embedded_dataset, embedded_model_dir, home
 from pipelines.runtime import init_ray
+from pipelines.synthetic import SyntheticDataset
 from pipelines.train.config import TrainConfig
 from pipelines.train.launch import TrainResult, train
 
 STAGE_TEMPLATES = {"pretrain": "plain", "finetune": "vicuna_v1"}
 
 
-def embedded_data_dir(stage: str, model_dir: str) -> str:
-    """Preprocess (or reuse) the synthetic set for this stage: captions for pretrain, conversations for finetune."""
-    dataset = embedded_dataset()
+def embedded_data_dir(stage: str, model_dir: str, dataset: SyntheticDataset | None = None,
+                      cpus_per_task: float = 1.0) -> str:
+    """Preprocess (or reuse) a synthetic set (default: the embedded one) for this stage: captions for pretrain,
+    conversations for finetune. cpus_per_task: Ray's CPUs per preprocessing task (more: fewer tasks at once)."""
+    dataset = dataset or embedded_dataset()
     rows = dataset.pretrain_json if stage == "pretrain" else dataset.finetune_json
     config = PreprocessConfig(data=[str(rows)], image_root=str(dataset.root), template=STAGE_TEMPLATES[stage],
-                              model=model_dir, output_dir=str(home() / "data"))
+                              model=model_dir, output_dir=str(home() / "data"), num_cpus_per_task=cpus_per_task)
     return str(preprocess(config, row_processor_for(config, model_dir)).dataset_dir)
 
 

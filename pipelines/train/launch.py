@@ -7,6 +7,7 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import pyarrow as pa
 import ray
 import ray.train
 import yaml
@@ -16,7 +17,7 @@ from transformers import AutoTokenizer
 from pipelines import tracking
 from pipelines.config import flatten
 from pipelines.train.config import TrainConfig
-from pipelines.train.data import ShardRowReader, shard_index
+from pipelines.train.shards import ShardRowReader, shard_index
 from pipelines.train.loop import train_func
 from pipelines.train.model_setup import resolve_precision
 from pipelines.train.plan import make_plan, plan_table
@@ -74,6 +75,15 @@ def text_hidden_size(model_dir: str) -> int | None:
     return (settings.get("text_config") or settings).get("hidden_size")
 
 
+def plan_blocks(table: pa.Table, config: TrainConfig, steps_per_block: int = 128) -> list[pa.Table]:
+    """A worker's plan cut into blocks of many steps. Ray Data maps a block in one task and passes its rows on when
+    the task's output reaches 128 MiB or the task ends: a whole plan in one block holds back the first step while
+    thousands of rows are read, and a block of a few steps starts a task (often a fresh worker process) every
+    second, which crowded the cores when three runs trained side by side."""
+    rows = steps_per_block * config.micro_batch_size * config.gradient_accumulation_steps
+    return [table.slice(start, rows) for start in range(0, max(table.num_rows, 1), rows)]
+
+
 def resolve_stage1(init_from: str, uri: str) -> Path | None:
     """A stage-1 checkpoint dir from a path or "mlflow:<run_id>"."""
     if not init_from:
@@ -94,8 +104,10 @@ def train(config: TrainConfig, model_dir: str, data_dir: str) -> TrainResult:
     ray.data.DataContext.get_current().enable_progress_bars = False  # per-step metrics go to MLflow instead
     reader = ShardRowReader()
     datasets = {
-        f"rank{rank}": ray.data.from_arrow(plan_table(plan, rank, index)).map_batches(
-            reader, batch_format="pyarrow", batch_size=config.micro_batch_size, num_cpus=0.25)
+        f"rank{rank}": ray.data.from_arrow(plan_blocks(plan_table(plan, rank, index), config)).map_batches(
+            # One read task at a time per worker: it reads far faster than a step consumes, and read-ahead
+            # tasks would take cores from training.
+            reader, batch_format="pyarrow", batch_size=config.micro_batch_size, num_cpus=0.25, concurrency=1)
         for rank in range(config.num_workers)
     }
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

@@ -172,7 +172,7 @@ def _checkpoint_and_report(engine: deepspeed.DeepSpeedEngine, config: TrainConfi
     with tempfile.TemporaryDirectory() as temporary:
         directory = Path(temporary)
         engine.save_checkpoint(str(directory / DEEPSPEED_DIR), tag=DEEPSPEED_TAG, exclude_frozen_parameters=True)
-        save_trained_weights(engine.module, directory, config.full_finetune, write=write)
+        save_trained_weights(engine.module, directory, config.trains_llm, write=write)
         if write:
             write_trainer_state(directory, {"step": metrics["step"], "world_size": world,
                                             "samples_seen": metrics["step"] * config.samples_per_step,

@@ -12,6 +12,7 @@ from pipelines.train.config import TrainConfig
 from sp_core.modeling import LlavaSPForConditionalGeneration
 
 PROJECTOR_WEIGHTS = "projector.safetensors"
+LANGUAGE_MODEL_WEIGHTS = "language_model.safetensors"  # in a stage-1 checkpoint only when pretrain_llm trained it
 
 
 def unwrap(model: torch.nn.Module) -> LlavaSPForConditionalGeneration:
@@ -28,13 +29,35 @@ def load_projector_weights(model: LlavaSPForConditionalGeneration, path: Path) -
                          f"{unexpected[:3]} (was stage 1 trained with another sp_variant?)")
 
 
+def load_language_model_weights(model: LlavaSPForConditionalGeneration, path: Path) -> None:
+    """A stage-1 LLM (pretrain_llm) into a model: every LLM and output-head key, nothing else."""
+    state = load_file(str(path))
+    expected = {name: tensor.shape for name, tensor in model.state_dict().items()
+                if name.startswith(("model.language_model.", "lm_head."))}
+    if set(state) != set(expected):
+        raise ValueError(f"{path} does not fit this model's LLM: missing {sorted(set(expected) - set(state))[:3]}, "
+                         f"unexpected {sorted(set(state) - set(expected))[:3]}")
+    reshaped = [f"{name} {tuple(state[name].shape)} != {tuple(shape)}" for name, shape in expected.items()
+                if state[name].shape != shape]
+    if reshaped:
+        raise ValueError(f"{path} does not fit this model's LLM: {', '.join(reshaped[:3])}")
+    model.load_state_dict(state, strict=False)
+
+
+def load_stage1_weights(model: LlavaSPForConditionalGeneration, checkpoint: Path) -> None:
+    """What stage 1 trained: the projector/SP weights, and the whole LLM where it was trained too (pretrain_llm)."""
+    load_projector_weights(model, checkpoint / PROJECTOR_WEIGHTS)
+    if (checkpoint / LANGUAGE_MODEL_WEIGHTS).is_file():
+        load_language_model_weights(model, checkpoint / LANGUAGE_MODEL_WEIGHTS)
+
+
 def build_stage_model(config: TrainConfig, model_dir: str, stage1_checkpoint: Path | None) -> torch.nn.Module:
     dtype = torch.bfloat16 if resolve_precision(config) == "bf16" else torch.float32
     model = LlavaSPForConditionalGeneration.from_pretrained(model_dir, dtype=dtype, use_safetensors=True)
     if stage1_checkpoint is not None:
-        load_projector_weights(model, stage1_checkpoint / PROJECTOR_WEIGHTS)
+        load_stage1_weights(model, stage1_checkpoint)
     model.requires_grad_(False)
-    if config.stage == "finetune" and config.full_finetune:
+    if config.trains_llm:
         model.model.language_model.requires_grad_(True)
         model.lm_head.requires_grad_(True)
     elif config.stage == "finetune":

@@ -73,3 +73,15 @@ def test_train_config_refuses_what_it_cannot_do_before_any_worker_starts():
                      "placement_strategy='spread'; allowed: PACK, SPREAD, STRICT_PACK, STRICT_SPREAD"):
         assert fragment in message
     assert load_config(TrainConfig, None, ["zero_stage=3"]).zero_stage == 3  # ZeRO-3 is selectable
+
+
+def test_the_whole_llm_is_trained_by_pretrain_llm_in_stage1_and_full_finetune_in_stage2_only():
+    with pytest.raises(ConfigError, match="pretrain_llm is a pretrain option; stage=finetune trains the whole LLM "
+                                          "with full_finetune=true"):
+        load_config(TrainConfig, None, ["stage=finetune", "pretrain_llm=true"])
+    with pytest.raises(ConfigError, match="init_from / full_finetune are finetune options"):
+        load_config(TrainConfig, None, ["stage=pretrain", "full_finetune=true"])
+    trains = {(stage, flag): TrainConfig(stage=stage, **{flag: True}).trains_llm
+              for stage, flag in (("pretrain", "pretrain_llm"), ("finetune", "full_finetune"))}
+    assert trains == {("pretrain", "pretrain_llm"): True, ("finetune", "full_finetune"): True}
+    assert not TrainConfig(stage="pretrain").trains_llm and not TrainConfig(stage="finetune").trains_llm

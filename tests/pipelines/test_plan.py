@@ -76,7 +76,7 @@ def _write_shards(directory, layout: list[list[tuple[str, int, int]]]) -> None:
 
 
 def test_the_shard_index_follows_the_input_rows_not_the_order_ray_wrote_them(tmp_path):
-    from pipelines.train.data import shard_index
+    from pipelines.train.shards import shard_index
 
     rows = [("a.json", 0, 5), ("a.json", 1, -3), ("a.json", 2, 7), ("b.json", 0, 9), ("b.json", 1, -4)]
     _write_shards(tmp_path / "one", [rows[3:], rows[:3]])
@@ -88,3 +88,16 @@ def test_the_shard_index_follows_the_input_rows_not_the_order_ray_wrote_them(tmp
     assert [path.rsplit("-", 1)[1] for path in two.column("file").to_pylist()] == ["000.parquet", "001.parquet",
                                                                                     "000.parquet", "001.parquet",
                                                                                     "001.parquet"]
+
+
+def test_a_workers_plan_is_cut_into_blocks_of_whole_steps_that_keep_its_order():
+    import pyarrow as pa
+
+    from pipelines.train.config import TrainConfig
+    from pipelines.train.launch import plan_blocks
+
+    table = pa.table({"position": list(range(1000))})
+    config = TrainConfig(micro_batch_size=4, gradient_accumulation_steps=2)
+    blocks = plan_blocks(table, config, steps_per_block=16)
+    assert [block.num_rows for block in blocks] == [128] * 7 + [104]
+    assert pa.concat_tables(blocks).column("position").to_pylist() == list(range(1000))

@@ -108,7 +108,7 @@ def _by_step(result, key: str) -> list[float]:
 
 
 def test_the_data_puts_text_only_beside_images_in_the_last_step(inputs):
-    from pipelines.train.data import shard_index
+    from pipelines.train.shards import shard_index
     from pipelines.train.plan import make_plan
 
     lengths = shard_index(inputs["data"]).column("modality_length").to_numpy()

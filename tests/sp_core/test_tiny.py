@@ -16,3 +16,22 @@ def test_any_text_encodes_without_unknown_tokens_and_round_trips(tiny_tokenizer)
     ids = tiny_tokenizer(text, add_special_tokens=False).input_ids
     assert tiny_tokenizer.unk_token_id not in ids
     assert tiny_tokenizer.decode(ids) == text
+
+
+def test_a_smaller_image_size_gives_a_smaller_grid_and_a_matching_processor(tmp_path):
+    import json
+
+    import pytest
+
+    from sp_core.tiny import build_tiny_model, save_tiny_model
+
+    model, _ = build_tiny_model(image_size=112, sp_variant="cropping", sp_num_tokens=4, sp_dfi_kernel=4)
+    assert model.config.vision_config.image_size == 112
+    assert model.config.image_tokens_per_image == 8 * 8 + 4  # the 8 x 8 patch grid and 4 spatial tokens
+    directory = save_tiny_model(tmp_path / "m", image_size=112, sp_variant="none")
+    processor = json.loads((directory / "processor_config.json").read_text())["image_processor"]
+    assert processor["crop_size"] == {"height": 112, "width": 112}
+    with pytest.raises(ValueError, match="image_size=100 must be a positive multiple of the patch size 14"):
+        build_tiny_model(image_size=100)
+    with pytest.raises(ValueError, match="sp_num_tokens=6 is not possible for sp_variant='cropping' on a 8x8 grid"):
+        build_tiny_model(image_size=112, sp_variant="cropping")

@@ -1,0 +1,71 @@
+"""Where training rows live: the shard index, and the reader that fetches planned rows from the shards.
+
+Workers stream their rows through Ray Data (ray.train.get_dataset_shard): each worker's dataset is its slice of the
+TrainingPlan (a small table of file + row numbers), mapped to shard rows by `ShardRowReader`, which reads only the
+parquet row groups that hold them. Order is preserved, so step k is the same micro-batches on every run.
+
+No torch here: ShardRowReader runs in Ray Data tasks, which then need not import it.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+TRAINING_COLUMNS = ["id", "input_ids", "labels", "pixel_values", "has_image", "image_size", "length"]
+
+
+def shard_files(dataset_dir: str | Path) -> list[Path]:
+    files = sorted((Path(dataset_dir) / "shards").glob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"no shards in {Path(dataset_dir) / 'shards'}: run jobs/preprocess.py first")
+    return files
+
+
+def shard_index(dataset_dir: str | Path) -> pa.Table:
+    """One row per training sample: file, row_in_file, modality_length (read without touching the pixels).
+
+    Sorted by (source, row): Ray Data writes rows in whatever order its tasks finish, and the training plan (so the
+    run itself) must depend on the data, not on how one preprocessing run happened to lay it out.
+    """
+    pieces = []
+    for path in shard_files(dataset_dir):
+        piece = pq.read_table(path, columns=["modality_length", "source", "row"])
+        pieces.append(piece.append_column("file", pa.array([str(path)] * piece.num_rows))
+                      .append_column("row_in_file", pa.array(np.arange(piece.num_rows, dtype=np.int64))))
+    table = pa.concat_tables(pieces).sort_by([("source", "ascending"), ("row", "ascending")])
+    table = table.select(["file", "row_in_file", "modality_length"])
+    return table.set_column(2, "modality_length", pc.cast(table.column("modality_length"), pa.int64()))
+
+
+@functools.lru_cache(maxsize=256)
+def _row_group_starts(path: str) -> np.ndarray:
+    metadata = pq.ParquetFile(path).metadata
+    return np.cumsum([0] + [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)])
+
+
+class ShardRowReader:
+    """Ray Data batch function: a batch of (position, file, row_in_file) -> those shard rows, in the same order."""
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        files = np.asarray(batch.column("file").to_pylist())
+        rows = batch.column("row_in_file").to_numpy()
+        pieces: list[pa.Table] = []
+        for path in dict.fromkeys(files.tolist()):
+            selected = np.flatnonzero(files == path)
+            wanted = rows[selected]
+            starts = _row_group_starts(path)
+            group_of = np.searchsorted(starts, wanted, side="right") - 1
+            groups = np.unique(group_of).tolist()
+            table = pq.ParquetFile(path).read_row_groups(groups, columns=TRAINING_COLUMNS)
+            sizes = [int(starts[g + 1] - starts[g]) for g in groups]
+            base_of = dict(zip(groups, np.cumsum([0] + sizes[:-1]).tolist()))
+            local = [base_of[int(g)] + int(r - starts[g]) for g, r in zip(group_of, wanted)]
+            pieces.append(table.take(pa.array(local)).append_column(
+                "position", batch.column("position").take(pa.array(selected))))
+        return pa.concat_tables(pieces).sort_by("position")

@@ -1,0 +1,69 @@
+"""What stage 1 hands to stage 2 when it trained the whole LLM (pretrain_llm), without Ray: the same functions the
+training workers call, on a plain model."""
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from pipelines.train.checkpoint import save_trained_weights
+from pipelines.train.config import TrainConfig
+from pipelines.train.model_setup import LANGUAGE_MODEL_WEIGHTS, build_stage_model
+
+
+def _trainable(model: torch.nn.Module) -> set[str]:
+    return {name.split(".")[0] if name.startswith("lm_head") else ".".join(name.split(".")[:2])
+            for name, parameter in model.named_parameters() if parameter.requires_grad}
+
+
+def _scramble(model: torch.nn.Module, seed: int) -> None:
+    """Stand-in for training: new values in every trainable parameter."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator))
+
+
+def test_pretrain_llm_trains_the_llm_and_projector_and_stage2_starts_from_both(tiny_model_dir, tmp_path):
+    stage1 = build_stage_model(TrainConfig(stage="pretrain", pretrain_llm=True), str(tiny_model_dir), None)
+    assert _trainable(stage1) == {"model.language_model", "model.multi_modal_projector", "lm_head"}
+    assert _trainable(build_stage_model(TrainConfig(stage="pretrain"), str(tiny_model_dir), None)) == {
+        "model.multi_modal_projector"}
+    _scramble(stage1, seed=1)
+    save_trained_weights(stage1, tmp_path, trains_llm=True)
+    saved = load_file(tmp_path / LANGUAGE_MODEL_WEIGHTS)
+    assert "lm_head.weight" in saved and any(name.startswith("model.language_model.") for name in saved)
+    assert not any("vision_tower" in name or "projector" in name for name in saved)
+
+    stage2 = build_stage_model(TrainConfig(stage="finetune", full_finetune=True), str(tiny_model_dir), tmp_path)
+    base = build_stage_model(TrainConfig(stage="finetune", full_finetune=True), str(tiny_model_dir), None)
+    for name, tensor in stage2.state_dict().items():
+        if "vision_tower" in name:
+            assert torch.equal(tensor, base.state_dict()[name]), name  # never trained
+        else:
+            assert torch.equal(tensor, stage1.state_dict()[name]), name  # LLM, head and projector of stage 1
+
+
+def test_a_projector_only_stage1_leaves_the_base_llm_to_stage2(tiny_model_dir, tmp_path):
+    stage1 = build_stage_model(TrainConfig(stage="pretrain"), str(tiny_model_dir), None)
+    _scramble(stage1, seed=2)
+    save_trained_weights(stage1, tmp_path, trains_llm=False)
+    assert not (tmp_path / LANGUAGE_MODEL_WEIGHTS).exists()
+    stage2 = build_stage_model(TrainConfig(stage="finetune", full_finetune=True), str(tiny_model_dir), tmp_path)
+    base = build_stage_model(TrainConfig(stage="finetune", full_finetune=True), str(tiny_model_dir), None)
+    assert torch.equal(stage2.lm_head.weight, base.lm_head.weight)
+    assert torch.equal(stage2.projector.linear_1.weight, stage1.projector.linear_1.weight)
+
+
+def test_a_stage1_llm_of_another_shape_is_refused_naming_the_file_and_keys(tiny_model_dir, tmp_path):
+    stage1 = build_stage_model(TrainConfig(stage="pretrain", pretrain_llm=True), str(tiny_model_dir), None)
+    save_trained_weights(stage1, tmp_path, trains_llm=True)
+    state = load_file(tmp_path / LANGUAGE_MODEL_WEIGHTS)
+    head = state.pop("lm_head.weight")
+    save_file(state, tmp_path / LANGUAGE_MODEL_WEIGHTS)
+    with pytest.raises(ValueError, match=r"language_model.safetensors does not fit this model's LLM: missing "
+                                         r"\['lm_head.weight'\]"):
+        build_stage_model(TrainConfig(stage="finetune", full_finetune=True), str(tiny_model_dir), tmp_path)
+    save_file({**state, "lm_head.weight": head[:, :32].contiguous()}, tmp_path / LANGUAGE_MODEL_WEIGHTS)
+    with pytest.raises(ValueError, match=r"does not fit this model's LLM: lm_head.weight \(\d+, 32\) != \(\d+, 64\)"):
+        build_stage_model(TrainConfig(stage="finetune", full_finetune=True), str(tiny_model_dir), tmp_path)
