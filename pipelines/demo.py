@@ -126,7 +126,9 @@ def run_demo(config: DemoConfig) -> DemoResult:
         models=[EvalModel(name=name, source=source) for name, source in sources.items()],
         benchmarks=[EvalBenchmark(name="synthetic", questions=str(dataset.test_jsonl))],
         max_questions=config.eval_questions, max_new_tokens=config.eval_max_new_tokens, attention_maps=3,
-        output_dir=str(home() / "demo" / "eval"), experiment=config.experiment, run_name="demo-evaluate"))
+        # Beside this run's checkpoints: answers are resumed from an output dir, and these are new models.
+        output_dir=str(home() / "demo" / "eval" / storage.name), experiment=config.experiment,
+        run_name="demo-evaluate"))
     registered = _register(trained, evaluation.tracking_uri) if config.register_models else {}
     served_answer = _serve_one_request(registered or sources, config.serve_port, dataset)
     return DemoResult(base, trained, evaluation, registered, served_answer, time.perf_counter() - started)
