@@ -116,7 +116,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
     captions = embedded_data_dir("pretrain", str(base_model), dataset)
     with ThreadPoolExecutor(max_workers=len(chosen), thread_name_prefix="demo-train") as pool:
         base_run = pool.submit(_train_base, config, base_model, captions, storage)
-        data_dirs = _preprocess_all(chosen, config, dataset, beside_training=True)
+        data_dirs = _preprocess_all(chosen, config, dataset)
         base = base_run.result()
         starts = {variant: graft_base_weights(base.model_dir, _model_dir(config, variant),
                                               storage / "starting-models" / variant) for _, variant in chosen}
@@ -134,15 +134,15 @@ def run_demo(config: DemoConfig) -> DemoResult:
     return DemoResult(base, trained, evaluation, registered, served_answer, time.perf_counter() - started)
 
 
-def _preprocess_all(chosen: list[tuple[str, str]], config: DemoConfig, dataset: SyntheticDataset,
-                    beside_training: bool) -> dict[str, dict[str, str]]:
+def _preprocess_all(chosen: list[tuple[str, str]], config: DemoConfig,
+                    dataset: SyntheticDataset) -> dict[str, dict[str, str]]:
     """Both stages' shards for every chosen variant (variant -> stage -> dir). Variants whose rows are the same (same
     tokenizer, image size and image-token count) share their shards: the directories are content-addressed.
 
-    beside_training: one preprocessing task at a time (each asks for 2 of Ray's CPUs), so that a training run keeps
-    a core and its own row reads are not queued behind preprocessing tasks (which slowed the shared base 3x)."""
-    cpus = 2.0 if beside_training else 1.0
-    return {variant: {stage: embedded_data_dir(stage, str(_model_dir(config, variant)), dataset, cpus)
+    It runs beside the shared base's training: one preprocessing task at a time (each asks for 2 of Ray's CPUs), so
+    that the base keeps a core and its row reads are not queued behind preprocessing tasks (1-CPU tasks slowed it
+    3x)."""
+    return {variant: {stage: embedded_data_dir(stage, str(_model_dir(config, variant)), dataset, cpus_per_task=2.0)
                       for stage in STAGE_TEMPLATES} for _, variant in chosen}
 
 

@@ -12,18 +12,18 @@ import shutil
 from pathlib import Path
 
 from safetensors.torch import load_file
+from transformers.utils import CONFIG_NAME, GENERATION_CONFIG_NAME, SAFE_WEIGHTS_NAME
 
 from sp_core.modeling import LlavaSPForConditionalGeneration
 
-WEIGHTS = "model.safetensors"
-WRITTEN_BY_SAVE = {"config.json", "generation_config.json", WEIGHTS}
+WRITTEN_BY_SAVE = {CONFIG_NAME, GENERATION_CONFIG_NAME, SAFE_WEIGHTS_NAME}
 
 
 def graft_base_weights(base_dir: str | Path, variant_dir: str | Path, out_dir: str | Path) -> Path:
     """The model of `variant_dir` with every weight of `base_dir`'s model that it also has, saved to out_dir with the
     variant's tokenizer and processor files. Only projector (SP) weights may be missing from the base, and the base
     may hold nothing the variant lacks: anything else means the two are not the same towers."""
-    base = load_file(str(Path(base_dir) / WEIGHTS))
+    base = load_file(str(Path(base_dir) / SAFE_WEIGHTS_NAME))
     model = LlavaSPForConditionalGeneration.from_pretrained(variant_dir, use_safetensors=True)
     own = model.state_dict()
     reshaped = [f"{name} {tuple(tensor.shape)} != {tuple(own[name].shape)}" for name, tensor in base.items()
@@ -37,6 +37,6 @@ def graft_base_weights(base_dir: str | Path, variant_dir: str | Path, out_dir: s
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
     for item in Path(variant_dir).iterdir():
-        if item.is_file() and item.name not in WRITTEN_BY_SAVE and Path(out_dir / item.name) != item:
+        if item.is_file() and item.name not in WRITTEN_BY_SAVE and out_dir / item.name != item:
             shutil.copy(item, out_dir / item.name)
     return out_dir
