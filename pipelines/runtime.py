@@ -7,6 +7,8 @@ import os
 
 import ray
 
+from pipelines.data.idle_pause import pause_when_idle_by_default
+
 logger = logging.getLogger(__name__)
 TRAIN_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 # Ray Train's controller takes one report from each worker per poll, and a worker's next ray.train.report() waits
@@ -27,7 +29,8 @@ def init_ray(num_cpus: int | None = None) -> None:
     address="local" on purpose: a bare ray.init() would join whatever cluster /tmp/ray/ray_current_cluster names,
     even a dead one left by an earlier `ray start`. The dashboard runs on 127.0.0.1: it is where a person watches the
     jobs, and Ray Train's placement-group cleaner asks its state API whether a trainer is still alive. A cluster
-    keeps its own Ray Train poll interval; a local Ray polls more often (use_local_train_poll)."""
+    keeps its own Ray Train poll interval; a local Ray polls more often (use_local_train_poll). Datasets created here
+    pause their executors when idle (pipelines.data.idle_pause)."""
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS")
@@ -38,4 +41,5 @@ def init_ray(num_cpus: int | None = None) -> None:
         context = ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
                            log_to_driver=True)
         logger.info("ray dashboard: http://%s", context.dashboard_url)
+    pause_when_idle_by_default()
     logger.info("ray: %s", ray.cluster_resources())

@@ -16,11 +16,12 @@ from transformers import AutoTokenizer
 
 from pipelines import tracking
 from pipelines.config import flatten
+from pipelines.data.idle_pause import pause_when_idle
 from pipelines.train.config import TrainConfig
-from pipelines.train.shards import ShardRowReader, shard_index
 from pipelines.train.loop import train_func
 from pipelines.train.model_setup import resolve_precision
 from pipelines.train.plan import make_plan, plan_table
+from pipelines.train.shards import ShardRowReader, shard_index
 from sp_core.image_processing import LlavaSPImageProcessor
 
 logger = logging.getLogger(__name__)
@@ -84,6 +85,16 @@ def plan_blocks(table: pa.Table, config: TrainConfig, steps_per_block: int = 128
     return [table.slice(start, rows) for start in range(0, max(table.num_rows, 1), rows)]
 
 
+def worker_dataset(rows: pa.Table, config: TrainConfig) -> ray.data.Dataset:
+    """One worker's planned rows (position, file, row_in_file) -> its training rows, in plan order."""
+    return pause_when_idle(ray.data.from_arrow(plan_blocks(rows, config)).map_batches(
+        # A whole block per call: each parquet row group is then read once per block, not once per micro-batch that
+        # has a row in it (8-row batches read 32x the rows they used). One read task at a time: it reads far faster
+        # than steps consume, and read-ahead tasks would take cores from training. Most of the time the dataset waits
+        # on training, and pause_when_idle keeps its executor from spinning a core in the worker meanwhile.
+        ShardRowReader(), batch_format="pyarrow", batch_size=None, num_cpus=0.25, concurrency=1))
+
+
 def resolve_stage1(init_from: str, uri: str) -> Path | None:
     """A stage-1 checkpoint dir from a path or "mlflow:<run_id>"."""
     if not init_from:
@@ -102,14 +113,8 @@ def train(config: TrainConfig, model_dir: str, data_dir: str) -> TrainResult:
     plan = make_plan(index.column("modality_length").to_numpy(), config.num_workers, config.micro_batch_size,
                      config.gradient_accumulation_steps, config.epochs, config.seed, config.max_steps)
     ray.data.DataContext.get_current().enable_progress_bars = False  # per-step metrics go to MLflow instead
-    reader = ShardRowReader()
-    datasets = {
-        f"rank{rank}": ray.data.from_arrow(plan_blocks(plan_table(plan, rank, index), config)).map_batches(
-            # One read task at a time per worker: it reads far faster than a step consumes, and read-ahead
-            # tasks would take cores from training.
-            reader, batch_format="pyarrow", batch_size=config.micro_batch_size, num_cpus=0.25, concurrency=1)
-        for rank in range(config.num_workers)
-    }
+    datasets = {f"rank{rank}": worker_dataset(plan_table(plan, rank, index), config)
+                for rank in range(config.num_workers)}
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     uri, run_id = tracking.start_run(config.experiment, config.name, tags={"stage": config.stage,
                                                                            "variant": config.variant})

@@ -180,3 +180,29 @@ def test_step_loss_is_the_token_weighted_mean_over_workers_and_micro_batches(sta
         total_tokens += target_tokens(labels)
     assert isinstance(rows, pa.Table) and total_tokens > 0
     assert _losses(stage1)[0] == pytest.approx(total_loss / total_tokens, abs=1e-5)
+
+
+def test_a_workers_dataset_yields_its_planned_rows_in_plan_order_and_pauses_when_idle(stage1):
+    """Each read task gets a whole block of the plan (many micro-batches, rows from many row groups and files): the
+    rows must still come back one for one, in plan order."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.data.idle_pause import PauseWhenIdle
+    from pipelines.train.launch import worker_dataset
+    from pipelines.train.plan import make_plan, plan_table
+    from pipelines.train.shards import shard_index
+
+    index = shard_index(MlflowClient(stage1.tracking_uri).get_run(stage1.run_id).data.params["data_dir"])
+    plan = make_plan(index.column("modality_length").to_numpy(), 2, 4, 1, 2, 7)
+    rows = plan_table(plan, 1, index)
+    dataset = worker_dataset(rows, TrainConfig(micro_batch_size=4))
+    read = pa.concat_tables(dataset.iter_batches(batch_size=4, batch_format="pyarrow"))
+
+    ids = {path: pq.read_table(path, columns=["id"]).column("id").to_pylist()
+           for path in set(rows.column("file").to_pylist())}
+    expected = [ids[path][row] for path, row in zip(rows.column("file").to_pylist(),
+                                                    rows.column("row_in_file").to_pylist())]
+    assert len(ids) > 1 and read.num_rows == rows.num_rows > 8
+    assert read.column("id").to_pylist() == expected
+    assert PauseWhenIdle in dataset.context.custom_execution_callback_classes

@@ -1,0 +1,62 @@
+"""A backpressured Ray Data executor must not spin a core in the process that consumes it (a training worker)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from pipelines.data.idle_pause import PauseWhenIdle, pause_when_idle
+
+ROWS_PER_BLOCK = 100
+BLOCKS = 200
+
+
+def _fat(batch: pa.Table) -> pa.Table:
+    return batch.append_column("image", pa.array([b"\0" * 10_000] * batch.num_rows, pa.binary()))
+
+
+def _backpressured_iterator(ray_session, pause: bool):
+    """A dataset whose consumer has taken one batch and stopped, with far more to produce than its budget allows."""
+    from ray.data import ExecutionResources
+
+    blocks = [pa.table({"x": np.arange(i * ROWS_PER_BLOCK, (i + 1) * ROWS_PER_BLOCK)}) for i in range(BLOCKS)]
+    dataset = ray_session.data.from_arrow(blocks).map_batches(_fat, batch_format="pyarrow", batch_size=None,
+                                                             num_cpus=0.25, concurrency=1)
+    dataset.context.execution_options.resource_limits = ExecutionResources(object_store_memory=20e6)
+    if pause:
+        dataset = pause_when_idle(dataset)
+    batches = iter(dataset.iter_batches(batch_size=8, batch_format="pyarrow", prefetch_batches=1))
+    next(batches)
+    time.sleep(2)  # production reaches its budget
+    return batches
+
+
+def _cpu_seconds_while_idle(seconds: float) -> float:
+    started = time.process_time()
+    time.sleep(seconds)
+    return time.process_time() - started
+
+
+@pytest.mark.parametrize("pause", [True, False], ids=["paused", "unpaused"])
+def test_an_idle_backpressured_executor_leaves_the_core_alone_and_still_delivers_every_row(ray_session, pause):
+    batches = _backpressured_iterator(ray_session, pause)
+    idle_cpu = _cpu_seconds_while_idle(2.0)
+    rows = 8 + sum(batch.num_rows for batch in batches)
+    assert rows == BLOCKS * ROWS_PER_BLOCK
+    if pause:
+        assert idle_cpu < 0.5, f"the consumer process used {idle_cpu:.2f} s of CPU in 2 s while it consumed nothing"
+    else:
+        # What PauseWhenIdle is for: Ray Data's loop spins while backpressured. If a Ray upgrade stops it, this
+        # fails, and idle_pause can go.
+        assert idle_cpu > 1.0, f"Ray Data no longer spins while backpressured ({idle_cpu:.2f} s in 2 s)"
+
+
+def test_pause_when_idle_registers_once_and_only_on_that_dataset(ray_session):
+    dataset = ray_session.data.range(10)
+    other = ray_session.data.range(10)
+    pause_when_idle(pause_when_idle(dataset))
+    assert dataset.context.custom_execution_callback_classes.count(PauseWhenIdle) == 1
+    assert PauseWhenIdle not in other.context.custom_execution_callback_classes
