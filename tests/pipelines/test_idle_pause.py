@@ -11,7 +11,7 @@ import pytest
 from pipelines.data.idle_pause import PauseWhenIdle, pause_when_idle
 
 ROWS_PER_BLOCK = 100
-BLOCKS = 200
+BLOCKS = 60
 
 
 def _fat(batch: pa.Table) -> pa.Table:
