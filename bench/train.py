@@ -23,7 +23,7 @@ import torch
 from mlflow import MlflowClient
 
 from pipelines.train.config import TrainConfig
-from pipelines.train.data import collate, target_tokens
+from pipelines.train.data import collate, target_tokens, without_right_padding_mask
 from pipelines.train.shards import shard_files
 from pipelines.train.job import embedded_data_dir, run_stage
 from pipelines.train.model_setup import build_stage_model, parameter_groups
@@ -48,7 +48,7 @@ def plain_step_seconds(config: TrainConfig, model_dir: str, data_dir: str, steps
         started = time.perf_counter()
         batch = dict(batches[step % len(batches)])
         labels = batch.pop("labels")
-        logits = model(**batch).logits
+        logits = model(**without_right_padding_mask(batch)).logits
         loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
                                                  ignore_index=-100, reduction="sum") / max(target_tokens(labels), 1)
         loss.backward()

@@ -1,6 +1,6 @@
 """The whole pipeline on the embedded default in one command (what `make demo` runs).
 
-    python jobs/demo.py                        # baseline, SP-Cropping and SP-Pooling, end to end (~11-12 min, 2 CPUs)
+    python jobs/demo.py                        # baseline, SP-Cropping and SP-Pooling, end to end (~7 min, 2 CPUs)
     python jobs/demo.py 'variants=[sp-cropping]' finetune_steps=2000   # one variant, trained longer
 
 synthetic data -> Ray Data preprocessing -> stage 1 -> stage 2 (Ray Train + DeepSpeed) for each variant ->

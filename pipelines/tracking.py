@@ -32,6 +32,12 @@ def start_run(experiment: str, run_name: str, tags: dict[str, str] | None = None
     return uri, run.info.run_id
 
 
+def prepare_experiment(experiment: str) -> str:
+    """The experiment's id in the configured store, creating the store and the experiment where missing. A new sqlite
+    store runs MLflow's schema migrations first (seconds of CPU): a job can do that while other work waits anyway."""
+    return _experiment_id(MlflowClient(tracking_uri()), experiment)
+
+
 def _experiment_id(client: MlflowClient, experiment: str) -> str:
     """The experiment's id, creating it if missing. Runs started side by side (the demo's variants) may race to create
     it: the loser finds the winner's."""

@@ -25,7 +25,7 @@ from transformers import PreTrainedTokenizerBase
 from sp_core.conversation import IMAGE, chat_prompt, expand_image_tokens, get_template
 from sp_core.image_processing import DEFAULT_ASPECT, DEFAULT_RESIZE, AspectMode, LlavaSPImageProcessor, ResizeBackend
 from sp_core.loading import load_llava_sp
-from sp_core.modeling import LlavaSPForConditionalGeneration
+from sp_core.modeling import CACHE_KEYWORD, LlavaSPForConditionalGeneration
 
 FINISH_STOP = "stop"  # end of sequence or a stop string
 FINISH_LENGTH = "length"  # max_new_tokens or the context length
@@ -244,7 +244,7 @@ class LlavaSPGenerator:
             logits_to_keep=1,
         )
         self.stats.forwards += 1
-        cache = outputs.past_key_values
+        cache = getattr(outputs, CACHE_KEYWORD)
         active = list(range(len(rows)))  # batch position -> row index; the cache follows this order
         next_positions = position_ids[:, -1] + 1
         while True:
@@ -266,11 +266,11 @@ class LlavaSPGenerator:
                 input_ids=tokens[:, None].to(device),
                 attention_mask=attention_mask,
                 position_ids=next_positions[:, None],
-                past_key_values=cache,
                 use_cache=True,
+                **{CACHE_KEYWORD: cache},
             )
             self.stats.forwards += 1
-            cache = outputs.past_key_values
+            cache = getattr(outputs, CACHE_KEYWORD)
             next_positions = next_positions + 1
 
 

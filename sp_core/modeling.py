@@ -8,6 +8,8 @@ processor expands from one <image>.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 from transformers import (
@@ -35,6 +37,11 @@ from sp_core.projector import (
 LANGUAGE_MODEL_LORA_TARGETS = (
     r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 )
+
+# The forward's KV-cache argument (and output field): transformers 5.24+ calls it `cache` and warns on every call
+# that still says `past_key_values` (removed in 5.40); earlier 5.x releases know only `past_key_values`.
+CACHE_KEYWORD = "cache" if "cache" in inspect.signature(LlavaForConditionalGeneration.forward).parameters \
+    else "past_key_values"
 
 
 class LlavaSPInputError(ValueError):
@@ -79,8 +86,8 @@ class LlavaSPModel(LlavaSPPreTrainedModel, LlavaModel):
             num_images = pixel_values.shape[0]
         else:
             num_images = len(encoded.pooler_output) if encoded is not None else 0
-        past_key_values = kwargs.get("past_key_values")
-        prefilling = past_key_values is None or past_key_values.get_seq_length() == 0
+        cache = kwargs.get(CACHE_KEYWORD)
+        prefilling = cache is None or cache.get_seq_length() == 0
         if input_ids is not None and (num_images or prefilling):
             check_placeholder_count(self.config, input_ids, num_images)
         return super().forward(input_ids=input_ids, pixel_values=pixel_values, **kwargs)

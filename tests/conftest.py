@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipelines.runtime import use_local_train_poll
+from pipelines.runtime import use_local_train_settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-use_local_train_poll()  # before any Ray starts: the session's, multi-node and `ray start` clusters inherit it
+use_local_train_settings()  # before any Ray starts: the session's, multi-node and `ray start` clusters inherit it
 
 
 @pytest.fixture(scope="session")

@@ -36,6 +36,7 @@ class EvaluateConfig:
     batch_size: int = 8
     num_actors: int = 1
     cpus_per_actor: float = 1.0
+    models_at_once: int = 1  # models answering side by side, each with its own actor pool (1: one after another)
     gpus_per_actor: float = 0.0
     image_aspect: str = DEFAULT_ASPECT  # as in training: pad (LLaVA-1.5) | square
     image_resize: str = DEFAULT_RESIZE  # as in training: torch | pil (see PreprocessConfig)
@@ -62,7 +63,7 @@ class EvaluateConfig:
         benchmark_names = [benchmark.name for benchmark in self.benchmarks]
         if len(set(benchmark_names)) != len(benchmark_names):
             problems.append(f"each benchmark once per run, got {benchmark_names}")
-        for name in ("batch_size", "num_actors"):
+        for name in ("batch_size", "num_actors", "models_at_once"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} must be at least 1")
         problems.extend(image_option_problems(self.image_aspect, self.image_resize))

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,8 @@ class EvaluationResult:
 
 
 def evaluate(config: EvaluateConfig) -> EvaluationResult:
-    needed = config.num_actors * config.cpus_per_actor + 1  # actors plus Ray Data's own read tasks
+    # The actors of the models answering at once, plus Ray Data's own read tasks.
+    needed = min(config.models_at_once, len(config.models)) * config.num_actors * config.cpus_per_actor + 1
     init_ray(num_cpus=max(os.cpu_count() or 1, int(needed + 0.999)))
     uri, parent = tracking.start_run(config.experiment, config.run_name, tags={"kind": "evaluate"})
     tracking.log_params(uri, parent, flatten(asdict(config)))
@@ -61,8 +63,12 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
     files = {spec.name: _benchmark_files(spec) for spec in config.benchmarks}
     result = EvaluationResult({}, parent, {}, uri, "", None)
     try:
-        for model in config.models:
-            result.model_run_ids[model.name] = _evaluate_model(model, config, files, uri, parent, result)
+        with ThreadPoolExecutor(max_workers=config.models_at_once, thread_name_prefix="evaluate") as pool:
+            outcomes = list(pool.map(lambda model: _evaluate_model(model, config, files, uri, parent), config.models))
+        for model, outcome in zip(config.models, outcomes, strict=True):
+            result.model_run_ids[model.name] = outcome.run_id
+            result.scores[model.name] = outcome.scores
+            result.predictions[model.name] = outcome.predictions
         header, rows = report.headline_rows(result.scores)
         result.comparison_markdown = report.markdown(header, rows)
         client.log_text(parent, result.comparison_markdown, "comparison.md")
@@ -79,8 +85,15 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
     return result
 
 
+@dataclass
+class ModelOutcome:
+    run_id: str  # the model's child run
+    scores: dict[str, dict[str, float]]  # benchmark -> metric -> value
+    predictions: dict[str, PredictionSummary]  # benchmark -> answer counts and file
+
+
 def _evaluate_model(model: EvalModel, config: EvaluateConfig, files: dict[str, BenchmarkFiles], uri: str,
-                    parent: str, result: EvaluationResult) -> str:
+                    parent: str) -> ModelOutcome:
     model_dir = resolve_model_dir(model.source, model.variant, f"model {model.name}", trained_in=config.train_storage,
                                   tracking_uri=uri)
     _, run_id = tracking.start_run(config.experiment, f"{config.run_name}-{model.name}",
@@ -101,9 +114,7 @@ def _evaluate_model(model: EvalModel, config: EvaluateConfig, files: dict[str, B
         client.set_terminated(run_id, status="FAILED")
         raise
     client.set_terminated(run_id)
-    result.scores[model.name] = scores
-    result.predictions[model.name] = summaries
-    return run_id
+    return ModelOutcome(run_id, scores, summaries)
 
 
 def _evaluate_benchmark(name: str, benchmark_files: BenchmarkFiles, model: EvalModel, model_dir: Path,

@@ -22,13 +22,15 @@ STAGE_TEMPLATES = {"pretrain": "plain", "finetune": "vicuna_v1"}
 
 
 def embedded_data_dir(stage: str, model_dir: str, dataset: SyntheticDataset | None = None,
-                      cpus_per_task: float = 1.0) -> str:
+                      cpus_per_task: float = 1.0, rows_per_chunk: int = PreprocessConfig.rows_per_chunk) -> str:
     """Preprocess (or reuse) a synthetic set (default: the embedded one) for this stage: captions for pretrain,
-    conversations for finetune. cpus_per_task: Ray's CPUs per preprocessing task (more: fewer tasks at once)."""
+    conversations for finetune. cpus_per_task: Ray's CPUs per preprocessing task (more: fewer tasks at once);
+    rows_per_chunk: see PreprocessConfig."""
     dataset = dataset or embedded_dataset()
     rows = dataset.pretrain_json if stage == "pretrain" else dataset.finetune_json
     config = PreprocessConfig(data=[str(rows)], image_root=str(dataset.root), template=STAGE_TEMPLATES[stage],
-                              model=model_dir, output_dir=str(home() / "data"), num_cpus_per_task=cpus_per_task)
+                              model=model_dir, output_dir=str(home() / "data"), num_cpus_per_task=cpus_per_task,
+                              rows_per_chunk=rows_per_chunk)
     return str(preprocess(config, row_processor_for(config, model_dir)).dataset_dir)
 
 

@@ -76,18 +76,32 @@ def text_hidden_size(model_dir: str) -> int | None:
     return (settings.get("text_config") or settings).get("hidden_size")
 
 
-def plan_blocks(table: pa.Table, config: TrainConfig, steps_per_block: int = 128) -> list[pa.Table]:
-    """A worker's plan cut into blocks of many steps. Ray Data maps a block in one task and passes its rows on when
-    the task's output reaches 128 MiB or the task ends: a whole plan in one block holds back the first step while
-    thousands of rows are read, and a block of a few steps starts a task (often a fresh worker process) every
-    second, which crowded the cores when three runs trained side by side."""
-    rows = steps_per_block * config.micro_batch_size * config.gradient_accumulation_steps
+# What one read task hands a worker at once (Ray Data passes a task's output on when it reaches 128 MiB or the task
+# ends). Each task reads every parquet row group its rows touch, and a shuffled block touches most of a data set's,
+# so fewer, larger blocks read the data less often; bounding them by bytes keeps paper-size crops in check.
+READ_BLOCK_BYTES = 128 * 1024 * 1024
+
+
+def steps_per_block(config: TrainConfig, image_size: int) -> int:
+    """Whole optimizer steps of (size x size x 3) uint8 crops in READ_BLOCK_BYTES: 445 for the demo's 112-px batches
+    of 8, 24 for the paper's 336-px batches of 16."""
+    step_bytes = 3 * image_size * image_size * config.micro_batch_size * config.gradient_accumulation_steps
+    return max(1, READ_BLOCK_BYTES // step_bytes)
+
+
+def plan_blocks(table: pa.Table, config: TrainConfig, steps: int) -> list[pa.Table]:
+    """A worker's plan cut into blocks of `steps` optimizer steps (steps_per_block). Ray Data maps a block in one
+    task: a whole plan in one block holds back the first step while all its rows are read, and a block of a few
+    steps starts a task (often a fresh worker process) every second, which crowded the cores when three runs trained
+    side by side."""
+    rows = steps * config.micro_batch_size * config.gradient_accumulation_steps
     return [table.slice(start, rows) for start in range(0, max(table.num_rows, 1), rows)]
 
 
-def worker_dataset(rows: pa.Table, config: TrainConfig) -> ray.data.Dataset:
+def worker_dataset(rows: pa.Table, config: TrainConfig, image_size: int) -> ray.data.Dataset:
     """One worker's planned rows (position, file, row_in_file) -> its training rows, in plan order."""
-    return pause_when_idle(ray.data.from_arrow(plan_blocks(rows, config)).map_batches(
+    blocks = plan_blocks(rows, config, steps_per_block(config, image_size))
+    return pause_when_idle(ray.data.from_arrow(blocks).map_batches(
         # A whole block per call: each parquet row group is then read once per block, not once per micro-batch that
         # has a row in it (8-row batches read 32x the rows they used). One read task at a time: it reads far faster
         # than steps consume, and read-ahead tasks would take cores from training. Most of the time the dataset waits
@@ -113,7 +127,8 @@ def train(config: TrainConfig, model_dir: str, data_dir: str) -> TrainResult:
     plan = make_plan(index.column("modality_length").to_numpy(), config.num_workers, config.micro_batch_size,
                      config.gradient_accumulation_steps, config.epochs, config.seed, config.max_steps)
     ray.data.DataContext.get_current().enable_progress_bars = False  # per-step metrics go to MLflow instead
-    datasets = {f"rank{rank}": worker_dataset(plan_table(plan, rank, index), config)
+    image_processor = LlavaSPImageProcessor.from_pretrained_dir(model_dir)
+    datasets = {f"rank{rank}": worker_dataset(plan_table(plan, rank, index), config, image_processor.image_size)
                 for rank in range(config.num_workers)}
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     uri, run_id = tracking.start_run(config.experiment, config.name, tags={"stage": config.stage,
@@ -122,7 +137,6 @@ def train(config: TrainConfig, model_dir: str, data_dir: str) -> TrainResult:
                                       "model_dir": model_dir, "data_dir": data_dir, "plan_steps": plan.steps,
                                       "train_rows": index.num_rows})
     stage1 = resolve_stage1(config.init_from, uri)
-    image_processor = LlavaSPImageProcessor.from_pretrained_dir(model_dir)
     loop_config = {
         "train": asdict(config),
         "model_dir": model_dir,

@@ -34,7 +34,7 @@ from pipelines.train.checkpoint import (
     write_trainer_state,
 )
 from pipelines.train.config import TrainConfig
-from pipelines.train.data import collate, target_tokens
+from pipelines.train.data import collate, target_tokens, without_right_padding_mask
 from pipelines.train.model_setup import build_stage_model, parameter_groups, unwrap
 from sp_core.image_processing import LlavaSPImageProcessor
 
@@ -121,6 +121,7 @@ def train_func(loop_config: dict[str, Any]) -> None:
 def _summed_token_loss(engine: deepspeed.DeepSpeedEngine, batch: dict[str, torch.Tensor],
                        image_shape: tuple[int, int, int]) -> torch.Tensor:
     labels = batch.pop("labels")
+    batch = without_right_padding_mask(batch)
     with _blank_image_if_text_only(engine, batch, image_shape):
         logits = engine(**batch).logits
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100,

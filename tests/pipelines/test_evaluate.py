@@ -52,6 +52,26 @@ def test_scores_tables_and_artifacts_land_in_mlflow(first_run):
     assert sorted(Path(plot.path).name for plot in plots) == ["attention_0.png", "attention_1.png"]
 
 
+def test_models_evaluated_side_by_side_give_the_same_answers_in_the_configured_order(first_run, environment):
+    from dataclasses import replace
+
+    from pipelines.evaluate.run import evaluate
+
+    config, in_turn = first_run
+    side_by_side = evaluate(replace(config, models_at_once=2, cpus_per_actor=0.5, attention_maps=0,
+                                    output_dir=str(environment / "eval-side-by-side")))
+    assert list(side_by_side.model_run_ids) == list(side_by_side.scores) == ["crop", "pool"]
+    client = MlflowClient(side_by_side.tracking_uri)
+    for model in ("crop", "pool"):
+        run = client.get_run(side_by_side.model_run_ids[model])
+        assert run.data.tags["model"] == model and run.data.tags["mlflow.parentRunId"] == side_by_side.parent_run_id
+        assert side_by_side.scores[model] == in_turn.scores[model]
+        texts = {path: [(line["question_id"], line["text"]) for line in read_answers(
+            Path(path) / model / "synthetic" / "answers.jsonl")] for path in (config.output_dir,
+                                                                              environment / "eval-side-by-side")}
+        assert len(set(map(tuple, texts.values()))) == 1 and len(texts[config.output_dir]) == 6
+
+
 def test_a_rerun_asks_only_the_missing_questions(first_run):
     from pipelines.benchmarks import get_benchmark
     from pipelines.defaults import embedded_dataset, embedded_model_dir

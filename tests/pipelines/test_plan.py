@@ -98,6 +98,18 @@ def test_a_workers_plan_is_cut_into_blocks_of_whole_steps_that_keep_its_order():
 
     table = pa.table({"position": list(range(1000))})
     config = TrainConfig(micro_batch_size=4, gradient_accumulation_steps=2)
-    blocks = plan_blocks(table, config, steps_per_block=16)
+    blocks = plan_blocks(table, config, steps=16)
     assert [block.num_rows for block in blocks] == [128] * 7 + [104]
     assert pa.concat_tables(blocks).column("position").to_pylist() == list(range(1000))
+
+
+@pytest.mark.parametrize(("image_size", "micro_batch", "accumulation", "steps"),
+                         [(112, 8, 1, 445), (336, 16, 1, 24), (336, 4, 2, 49), (4096, 64, 4, 1)])
+def test_a_read_block_holds_whole_steps_within_its_byte_budget(image_size, micro_batch, accumulation, steps):
+    from pipelines.train.config import TrainConfig
+    from pipelines.train.launch import READ_BLOCK_BYTES, steps_per_block
+
+    config = TrainConfig(micro_batch_size=micro_batch, gradient_accumulation_steps=accumulation)
+    step_bytes = 3 * image_size * image_size * micro_batch * accumulation
+    assert steps_per_block(config, image_size) == steps
+    assert steps == 1 or steps * step_bytes <= READ_BLOCK_BYTES < (steps + 1) * step_bytes

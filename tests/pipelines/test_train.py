@@ -196,7 +196,7 @@ def test_a_workers_dataset_yields_its_planned_rows_in_plan_order_and_pauses_when
     index = shard_index(MlflowClient(stage1.tracking_uri).get_run(stage1.run_id).data.params["data_dir"])
     plan = make_plan(index.column("modality_length").to_numpy(), 2, 4, 1, 2, 7)
     rows = plan_table(plan, 1, index)
-    dataset = worker_dataset(rows, TrainConfig(micro_batch_size=4))
+    dataset = worker_dataset(rows, TrainConfig(micro_batch_size=4), image_size=336)  # the whole plan in one block
     read = pa.concat_tables(dataset.iter_batches(batch_size=4, batch_format="pyarrow"))
 
     ids = {path: pq.read_table(path, columns=["id"]).column("id").to_pylist()
