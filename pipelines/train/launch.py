@@ -106,7 +106,8 @@ def worker_dataset(rows: pa.Table, config: TrainConfig, image_size: int) -> ray.
         # has a row in it (8-row batches read 32x the rows they used). One read task at a time: it reads far faster
         # than steps consume, and read-ahead tasks would take cores from training. Most of the time the dataset waits
         # on training, and pause_when_idle keeps its executor from spinning a core in the worker meanwhile.
-        ShardRowReader(), batch_format="pyarrow", batch_size=None, num_cpus=0.25, concurrency=1))
+        ShardRowReader(), batch_format="pyarrow", batch_size=None, num_cpus=0.25,
+        compute=ray.data.TaskPoolStrategy(size=1)))
 
 
 def resolve_stage1(init_from: str, uri: str) -> Path | None:

@@ -24,8 +24,8 @@ def _backpressured_iterator(ray_session, pause: bool):
     from ray.data import ExecutionResources
 
     blocks = [pa.table({"x": np.arange(i * ROWS_PER_BLOCK, (i + 1) * ROWS_PER_BLOCK)}) for i in range(BLOCKS)]
-    dataset = ray_session.data.from_arrow(blocks).map_batches(_fat, batch_format="pyarrow", batch_size=None,
-                                                             num_cpus=0.25, concurrency=1)
+    dataset = ray_session.data.from_arrow(blocks).map_batches(
+        _fat, batch_format="pyarrow", batch_size=None, num_cpus=0.25, compute=ray_session.data.TaskPoolStrategy(size=1))
     dataset.context.execution_options.resource_limits = ExecutionResources(object_store_memory=20e6)
     if pause:
         dataset = pause_when_idle(dataset)
