@@ -66,10 +66,11 @@ def test_models_evaluated_side_by_side_give_the_same_answers_in_the_configured_o
         run = client.get_run(side_by_side.model_run_ids[model])
         assert run.data.tags["model"] == model and run.data.tags["mlflow.parentRunId"] == side_by_side.parent_run_id
         assert side_by_side.scores[model] == in_turn.scores[model]
-        texts = {path: [(line["question_id"], line["text"]) for line in read_answers(
-            Path(path) / model / "synthetic" / "answers.jsonl")] for path in (config.output_dir,
-                                                                              environment / "eval-side-by-side")}
-        assert len(set(map(tuple, texts.values()))) == 1 and len(texts[config.output_dir]) == 6
+        in_turn_answers, side_by_side_answers = (
+            [(line["question_id"], line["text"]) for line in read_answers(Path(out) / model / "synthetic" /
+                                                                          "answers.jsonl")]
+            for out in (config.output_dir, environment / "eval-side-by-side"))
+        assert side_by_side_answers == in_turn_answers and len(in_turn_answers) == 6
 
 
 def test_a_rerun_asks_only_the_missing_questions(first_run):

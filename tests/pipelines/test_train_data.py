@@ -63,7 +63,7 @@ def test_a_mask_that_is_not_right_padding_is_kept(mask):
     assert without_right_padding_mask(batch) is batch
 
 
-def test_a_batch_without_padding_or_mask_is_passed_through():
+def test_an_unpadded_batch_loses_its_mask_and_a_batch_without_one_is_passed_through():
     unpadded = {"input_ids": torch.ones(2, 3, dtype=torch.long), "attention_mask": torch.ones(2, 3, dtype=torch.long)}
     assert "attention_mask" not in without_right_padding_mask(unpadded)
     bare = {"input_ids": torch.ones(2, 3, dtype=torch.long)}
