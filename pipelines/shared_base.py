@@ -11,7 +11,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from safetensors.torch import load_file
 from transformers.utils import CONFIG_NAME, GENERATION_CONFIG_NAME, SAFE_WEIGHTS_NAME
 
 from sp_core.modeling import LlavaSPForConditionalGeneration
@@ -23,7 +22,7 @@ def graft_base_weights(base_dir: str | Path, variant_dir: str | Path, out_dir: s
     """The model of `variant_dir` with every weight of `base_dir`'s model that it also has, saved to out_dir with the
     variant's tokenizer and processor files. Only projector (SP) weights may be missing from the base, and the base
     may hold nothing the variant lacks: anything else means the two are not the same towers."""
-    base = load_file(str(Path(base_dir) / SAFE_WEIGHTS_NAME))
+    base = LlavaSPForConditionalGeneration.from_pretrained(base_dir, use_safetensors=True).state_dict()
     model = LlavaSPForConditionalGeneration.from_pretrained(variant_dir, use_safetensors=True)
     own = model.state_dict()
     reshaped = [f"{name} {tuple(tensor.shape)} != {tuple(own[name].shape)}" for name, tensor in base.items()

@@ -9,6 +9,7 @@ from the vision and text configs, so the same options work for the paper's 24 x 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -17,6 +18,9 @@ from transformers import LlavaConfig
 
 SP_VARIANTS = ("none", "cropping", "pooling", "sliding_window")
 SP_EXTRACTORS = ("conv", "transformer")
+# Vision towers whose sequence starts with a CLS token ("default" drops it) and those that are all patches ("full").
+VISION_TOWERS_WITH_CLS = ("clip_vision_model",)
+VISION_TOWERS_WITHOUT_CLS = ("siglip_vision_model",)
 
 
 class LlavaSPConfigError(ValueError):
@@ -66,6 +70,18 @@ class LlavaSPConfig(LlavaConfig):
     sp_transformer_heads: int = 4
     freeze_vision_tower: bool = True
 
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs) -> LlavaSPConfig:
+        """transformers sets keyword overrides after construction, which would skip our validation and leave
+        image_seq_length stale: SP options are put into the dict instead. A llava config (llava-hf LLaVA-1.5) holds
+        no SP options and is the baseline, sp_variant "none", unless the caller asks for a variant."""
+        config_dict = dict(config_dict)
+        # Our model type, not the file's: transformers finds our classes' key renaming rules by it.
+        if config_dict.pop("model_type", cls.model_type) == LlavaConfig.model_type:
+            config_dict.setdefault("sp_variant", "none")
+        config_dict.update({name: kwargs.pop(name) for name in list(kwargs) if name in SP_OPTION_NAMES})
+        return super().from_dict(config_dict, **kwargs)
+
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         problems = self._sp_problems()
@@ -98,6 +114,16 @@ class LlavaSPConfig(LlavaConfig):
     def image_tokens_per_image(self) -> int:
         """Placeholder tokens per image: spatial tokens first, then grid^2 patch tokens (582 in the paper)."""
         return self.num_spatial_tokens + self.grid_size**2
+
+    @property
+    def square_grid_strategy(self) -> str | None:
+        """The vision_feature_select_strategy that leaves exactly the grid^2 patches: "default" drops CLIP's CLS
+        token, "full" keeps SigLIP's patches as they are; None for a tower not listed here (then "default")."""
+        if self.vision_config.model_type in VISION_TOWERS_WITH_CLS:
+            return "default"
+        if self.vision_config.model_type in VISION_TOWERS_WITHOUT_CLS:
+            return "full"
+        return None
 
     @property
     def dfi_grid_size(self) -> int:
@@ -135,10 +161,11 @@ class LlavaSPConfig(LlavaConfig):
                 )
         if self.sp_channels is not None and self.sp_channels < 1:
             problems.append(f"sp_channels={self.sp_channels} must be a positive width (or None for half the vision width)")
-        if self.vision_feature_select_strategy != "default":
+        strategy = self.square_grid_strategy or "default"
+        if self.vision_feature_select_strategy != strategy:
             problems.append(
                 f"vision_feature_select_strategy={self.vision_feature_select_strategy!r}: LLaVA-SP needs the square "
-                "patch grid without the CLS token; allowed: 'default'"
+                f"patch grid without a CLS token; allowed for a {self.vision_config.model_type} tower: {strategy!r}"
             )
         if self.sp_extractor == "transformer" and self.spatial_channels % self.sp_transformer_heads != 0:
             problems.append(
@@ -147,6 +174,12 @@ class LlavaSPConfig(LlavaConfig):
         if self.sp_transformer_layers < 1:
             problems.append(f"sp_transformer_layers={self.sp_transformer_layers} must be at least 1")
         return problems
+
+
+# Every option LlavaSPConfig adds to LlavaConfig: the one list that the CLI, the training config and the sweep use.
+SP_OPTION_NAMES = tuple(field.name for field in dataclasses.fields(LlavaSPConfig) if field.name.startswith("sp_")) + (
+    "freeze_vision_tower",
+)
 
 
 # ---- the schedule of views, derived from the grid size ------------------------------------------------------------
@@ -190,4 +223,4 @@ def spatial_schedule(variant: str, grid: int, num_tokens: int) -> SpatialSchedul
     return SpatialSchedule((), ())
 
 
-__all__ = ["LlavaSPConfig", "LlavaSPConfigError", "SpatialSchedule", "spatial_schedule", "SP_VARIANTS", "SP_EXTRACTORS"]
+__all__ = ["LlavaSPConfig", "LlavaSPConfigError", "SP_OPTION_NAMES", "SpatialSchedule", "spatial_schedule", "SP_VARIANTS", "SP_EXTRACTORS"]

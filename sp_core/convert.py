@@ -111,13 +111,15 @@ def detect_official_variant(state_dict: dict[str, torch.Tensor]) -> OfficialVari
         return OfficialVariant("none", 0, False, 16, 24, vision_width, vision_width // 2, text_width, False,
                                patch_mlp_bias)
 
-    sides = sorted(int(match.group(1)) for match in sfe_convs.values())
-    grid = sides[-1]
-    # Scales grow in equal steps up to the grid, so the smallest side gives the token count; a gap in the sides
-    # then shows up below as a missing key with its name.
-    num_tokens = grid // sides[0] if grid % sides[0] == 0 else len(sides)
-    pooled = sorted(int(m.group(1)) for m in sfe_convs.values() if m.group(2))
-    cropped_below_grid = sorted(int(m.group(1)) for m in sfe_convs.values() if not m.group(2) and int(m.group(1)) < grid)
+    convs = {key: (int(match.group(1)), bool(match.group(2))) for key, match in sfe_convs.items()}
+    smallest = min(side for side, _ in convs.values())
+    grid = _grid_side(convs)
+    # Scales grow in equal steps from the smallest side up to the grid; a conv off that schedule (conv_99) is left
+    # for the caller to name as an unexpected key, and a gap in it as a missing key.
+    num_tokens = grid // smallest if grid % smallest == 0 else len(convs)
+    scheduled = {key: value for key, value in convs.items() if value[0] <= grid and value[0] % smallest == 0}
+    pooled = sorted(side for side, is_pooled in scheduled.values() if is_pooled)
+    cropped_below_grid = sorted(side for side, is_pooled in scheduled.values() if not is_pooled and side < grid)
     if pooled and cropped_below_grid:
         raise OfficialCheckpointError(
             f"SFE convs mix pooled keys (conv_k.1.weight for k={pooled}) and crop keys (conv_k.weight for "
@@ -126,7 +128,7 @@ def detect_official_variant(state_dict: dict[str, torch.Tensor]) -> OfficialVari
     variant = "pooling" if pooled else "cropping"
     if f"conv_{grid}.weight" not in keys:
         raise OfficialCheckpointError(f"missing key 'conv_{grid}.weight': the conv over the whole {grid}x{grid} grid")
-    any_conv = state_dict[next(iter(sfe_convs))]
+    any_conv = state_dict[next(iter(scheduled))]
     spatial_channels, conv_in = any_conv.shape[0], any_conv.shape[1]
     if conv_in != vision_width:
         raise OfficialCheckpointError(
@@ -149,6 +151,21 @@ def detect_official_variant(state_dict: dict[str, torch.Tensor]) -> OfficialVari
         sp_projector_bias="conv_linear.1.bias" in keys,
         patch_mlp_bias=patch_mlp_bias,
     )
+
+
+def _grid_side(convs: dict[str, tuple[int, bool]]) -> int:
+    """The side of the conv over the whole grid: among the un-pooled convs (the whole-grid conv has no pool), the
+    side whose schedule of equal steps from the smallest side explains the most SFE keys (the smaller on a tie)."""
+    smallest = min(side for side, _ in convs.values())
+    candidates = sorted({side for side, pooled in convs.values() if not pooled})
+    if not candidates:
+        largest = max(side for side, _ in convs.values())
+        raise OfficialCheckpointError(f"missing key 'conv_{largest}.weight': the conv over the whole grid (no pool)")
+
+    def explained(grid: int) -> int:
+        return sum(1 for side, _ in convs.values() if side <= grid and side % smallest == 0)
+
+    return max(candidates, key=lambda grid: (explained(grid), -grid))
 
 
 def official_key(our_key: str, variant: OfficialVariant, view_sides: list[int]) -> str:

@@ -24,7 +24,6 @@ What differs from the sources:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import shutil
@@ -54,7 +53,8 @@ from transformers.utils import (
 )
 from transformers.utils.hub import has_file
 
-from sp_core.config import SP_EXTRACTORS, SP_VARIANTS, LlavaSPConfig, LlavaSPConfigError
+from sp_core.checkpoint_check import LlavaSPCheckpointError, load_exactly
+from sp_core.config import SP_EXTRACTORS, SP_OPTION_NAMES, SP_VARIANTS, LlavaSPConfig, LlavaSPConfigError
 from sp_core.image_processing import LlavaSPImageProcessor
 from sp_core.modeling import LlavaSPForConditionalGeneration, default_generation_config
 from sp_core.processing import build_llava_sp_processor, clip_image_processor
@@ -69,10 +69,7 @@ PREPROCESSOR_CONFIG = "preprocessor_config.json"
 SENTENCEPIECE_MODEL, TOKENIZER_JSON = "tokenizer.model", "tokenizer.json"
 PROVENANCE_FILE = "llava_sp_init.json"  # where the model came from; no loader reads it
 # The projector options a caller may set; everything else in the config comes from the two sources.
-SP_OPTIONS = tuple(field.name for field in dataclasses.fields(LlavaSPConfig) if field.name.startswith("sp_")) + (
-    "freeze_vision_tower",
-    "multimodal_projector_bias",
-)
+SP_OPTIONS = SP_OPTION_NAMES + ("multimodal_projector_bias",)
 
 
 class InitModelError(ValueError):
@@ -225,8 +222,8 @@ def build_initial_model(
     image_processor, image_processor_origin = image_processor_of(vision_tower, vision_config.image_size)
 
     logger.info("loading base LLM %s (%s)", base_llm, _dtype_name(dtype))
-    llm = AutoModelForCausalLM.from_pretrained(base_llm, dtype=dtype, use_safetensors=llm_format,
-                                               trust_remote_code=False)
+    llm = load_exactly(AutoModelForCausalLM, base_llm, dtype=dtype, use_safetensors=llm_format,
+                       trust_remote_code=False)
     source_vocab_size = llm.config.vocab_size
     config = model_config(vision_config, llm.config, image_token_id, sp_options)
     with torch.device("meta"):  # a skeleton: the 7B LLM is never allocated twice
@@ -242,8 +239,8 @@ def build_initial_model(
     model.lm_head = llm.get_output_embeddings()
 
     logger.info("loading vision tower %s (%s)", vision_tower, _dtype_name(dtype))
-    vision = CLIPVisionModel.from_pretrained(vision_tower, config=vision_config, dtype=dtype,
-                                             use_safetensors=vision_format, trust_remote_code=False)
+    vision = load_exactly(CLIPVisionModel, vision_tower, config=vision_config, dtype=dtype,
+                          use_safetensors=vision_format, trust_remote_code=False)
     model.model.vision_tower = vision.requires_grad_(not config.freeze_vision_tower)
     model.model.multi_modal_projector = _fresh_projector(model, seed).to(dtype)
 
@@ -365,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = build_initial_model(args.base_llm, args.vision_tower, args.out, dtype=DTYPES[args.dtype],
                                   seed=args.seed, **sp_options)
-    except (InitModelError, LlavaSPConfigError, OSError, ValueError) as error:
+    except (InitModelError, LlavaSPConfigError, LlavaSPCheckpointError, OSError, ValueError) as error:
         print(f"llava-sp-init: {_one_line(error)}", file=sys.stderr)
         return 2
     print(f"wrote {out}")

@@ -9,6 +9,7 @@ processor expands from one <image>.
 from __future__ import annotations
 
 import inspect
+import logging
 
 import torch
 from torch import nn
@@ -26,12 +27,16 @@ from transformers.models.llava.modeling_llava import (
     LlavaPreTrainedModel,
 )
 
+from sp_core.checkpoint_check import check_loaded_keys
+from sp_core.checkpoint_conversion import register_llava_key_renaming
 from sp_core.config import LlavaSPConfig
 from sp_core.projector import (
     LlavaSPProjector,
     LlavaSPProjectorOutput,
     LlavaSPTransformerSFE,
 )
+
+logger = logging.getLogger(__name__)
 
 # PEFT matches target_modules by name suffix, and CLIP has q_proj/v_proj too: anchor LoRA to the language model.
 LANGUAGE_MODEL_LORA_TARGETS = (
@@ -51,6 +56,24 @@ class LlavaSPInputError(ValueError):
 class LlavaSPPreTrainedModel(LlavaPreTrainedModel):
     config: LlavaSPConfig
     config_class = LlavaSPConfig
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, allow_new_spatial_modules: bool = False, **kwargs):
+        """transformers' from_pretrained, exact: every weight comes from the checkpoint and every checkpoint tensor
+        is used, or LlavaSPCheckpointError names the keys (and both shapes of a wrong-shaped one).
+
+        allow_new_spatial_modules: let the LLaVA-SP modules start from their initialisation when the checkpoint has
+        none (a LLaVA-1.5 checkpoint loaded as an SP variant); nothing else may be missing.
+        """
+        wants_info = kwargs.pop("output_loading_info", False)
+        kwargs["ignore_mismatched_sizes"] = True  # report every wrong shape ourselves, by name, instead of raising
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        fresh = check_loaded_keys(str(pretrained_model_name_or_path), info["missing_keys"], info["unexpected_keys"],
+                                  info["mismatched_keys"], allow_new_spatial_modules)
+        if fresh:
+            logger.warning("%s has no LLaVA-SP modules: %d tensors start from their initialisation",
+                           pretrained_model_name_or_path, len(fresh))
+        return (model, info) if wants_info else model
 
     def _init_weights(self, module: nn.Module) -> None:
         # The vision tower and the language model are PreTrainedModels with their own _init_weights (transformers
@@ -161,7 +184,9 @@ def default_generation_config(config: LlavaSPConfig, tokenizer: PreTrainedTokeni
 
 
 def register_auto_classes() -> None:
-    """Make AutoConfig / AutoModel / AutoModelForImageTextToText resolve model_type 'llava_sp' (idempotent)."""
+    """Make AutoConfig / AutoModel / AutoModelForImageTextToText resolve model_type 'llava_sp', and give our classes
+    transformers' llava key renaming (idempotent)."""
+    register_llava_key_renaming()
     try:
         AutoConfig.register(LlavaSPConfig.model_type, LlavaSPConfig)
     except ValueError:  # already registered in this process

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, CLIPImageProcessorPil, CLIPVisionModel
 
+from sp_core.checkpoint_check import load_exactly
 from sp_core.modeling import LlavaSPForConditionalGeneration, default_generation_config
 from sp_core.processing import build_llava_sp_processor, clip_image_processor
 from sp_core.projector import LlavaSPProjector
@@ -46,7 +47,7 @@ def assemble_model(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.unk_token  # LLaVA pads with <unk>
 
-    language_model = AutoModelForCausalLM.from_pretrained(base_llm, dtype=torch.float32)
+    language_model = load_exactly(AutoModelForCausalLM, base_llm, dtype=torch.float32)
     vision_config = AutoConfig.from_pretrained(vision_tower)
     vision_config = getattr(vision_config, "vision_config", vision_config)  # a full CLIPConfig holds it
     config = variant.config(
@@ -71,7 +72,7 @@ def assemble_model(
     # Swap whole submodules in: their buffers (rotary tables) come with them, nothing stays on meta.
     model.model.language_model = language_model.model
     model.lm_head = language_model.lm_head
-    model.model.vision_tower = CLIPVisionModel.from_pretrained(vision_tower, dtype=torch.float32).requires_grad_(False)
+    model.model.vision_tower = load_exactly(CLIPVisionModel, vision_tower, dtype=torch.float32).requires_grad_(False)
     model.model.multi_modal_projector = projector.float()
     if len(tokenizer) > model.config.text_config.vocab_size:
         model.resize_token_embeddings(len(tokenizer), mean_resizing=True)

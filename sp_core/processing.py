@@ -1,8 +1,8 @@
 """Processor for LLaVA-SP: images -> pixel tensors and <image> -> the model's number of placeholder tokens.
 
-transformers' LlavaProcessor computes placeholders as grid^2 + num_additional_image_tokens - 1 (the -1 is the CLS
-token that vision_feature_select_strategy='default' drops), so LLaVA-SP sets num_additional_image_tokens to
-1 + n_spatial: 1 + 6 gives 582 for the paper's model.
+transformers' LlavaProcessor computes placeholders as grid^2 + num_additional_image_tokens, minus 1 when
+vision_feature_select_strategy is 'default' (the CLS token it drops), so LLaVA-SP sets num_additional_image_tokens to
+n_spatial, plus 1 for a CLIP tower: 1 + 6 gives 582 for the paper's model.
 """
 
 from __future__ import annotations
@@ -35,5 +35,16 @@ def build_llava_sp_processor(
         tokenizer=tokenizer,
         patch_size=config.vision_config.patch_size,
         vision_feature_select_strategy=config.vision_feature_select_strategy,
-        num_additional_image_tokens=1 + config.num_spatial_tokens,
+        num_additional_image_tokens=_dropped_tokens(config) + config.num_spatial_tokens,
     )
+
+
+def placeholders_per_image(processor: LlavaProcessor, config: LlavaSPConfig) -> int:
+    """How many placeholders `processor` puts in place of one <image> for this model's image size."""
+    side = config.vision_config.image_size // processor.patch_size
+    return side * side + processor.num_additional_image_tokens - _dropped_tokens(processor)
+
+
+def _dropped_tokens(settings: LlavaSPConfig | LlavaProcessor) -> int:
+    """1 where the CLS token is dropped (strategy 'default'), as LlavaProcessor counts it."""
+    return 1 if settings.vision_feature_select_strategy == "default" else 0

@@ -59,7 +59,7 @@ def test_sliding_window_tiles_the_grid_top_to_bottom_left_to_right():
         (dict(sp_num_tokens=5), "allowed: 1, 2, 3, 4, 6, 8, 12, 24"),
         (dict(sp_dfi_kernel=15), "sp_dfi_kernel=15 is not possible on a 24x24 grid"),
         (dict(sp_dfi_kernel=26), "sp_dfi_kernel=26"),
-        (dict(vision_feature_select_strategy="full"), "allowed: 'default'"),
+        (dict(vision_feature_select_strategy="full"), "allowed for a clip_vision_model tower: 'default'"),
         (dict(sp_extractor="transformer", sp_transformer_heads=7), "sp_transformer_heads=7 must divide"),
     ],
 )

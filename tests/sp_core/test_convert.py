@@ -167,3 +167,11 @@ def test_cli_reports_a_bad_checkpoint_in_one_line(tmp_path, tiny_tokenizer, caps
     assert "missing key 'conv_CM.weight'" in capsys.readouterr().err
     assert main(["--checkpoint", str(tmp_path / "nowhere"), "--base-llm", "x", "--vision-tower", "y",
                  "--out", str(tmp_path / "o")]) == 2
+
+
+@pytest.mark.parametrize("variant", ["pooling", "cropping"])
+def test_an_extra_conv_off_the_schedule_is_named_as_unexpected(variant):
+    state = official_state_dict(variant, dfi=True, **SMALL)
+    state["model.conv_99.weight"] = torch.zeros(16, 32, 3, 3)
+    with pytest.raises(OfficialCheckpointError, match=rf"unexpected key 'conv_99.weight' for a {variant} SFE \(6 tokens\)"):
+        projector_from_official(state)

@@ -7,6 +7,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForImageTextToText
 
 from sp_core import LlavaSPForConditionalGeneration, LlavaSPInputError
+from sp_core.checkpoint_check import LlavaSPCheckpointError
 from sp_core.loading import load_llava_sp
 from sp_core.modeling import LANGUAGE_MODEL_LORA_TARGETS
 from sp_core.tiny import build_tiny_model
@@ -136,11 +137,14 @@ def test_spatial_convs_get_a_fan_in_init_also_when_missing_from_a_checkpoint(tin
         if item.name != "model.safetensors":
             (tmp_path / item.name).write_bytes(item.read_bytes())
     save_file(kept, tmp_path / "model.safetensors", metadata={"format": "pt"})
-    partial = LlavaSPForConditionalGeneration.from_pretrained(tmp_path)
+    with pytest.raises(LlavaSPCheckpointError, match=r"missing from the checkpoint: 21 key\(s\): "
+                       r"model\.multi_modal_projector\.detail_integrator\.detail_conv\.weight.*and 15 more;.*allow_new_spatial_modules"):
+        LlavaSPForConditionalGeneration.from_pretrained(tmp_path)
+    partial = LlavaSPForConditionalGeneration.from_pretrained(tmp_path, allow_new_spatial_modules=True)
     loaded_conv = partial.projector.spatial_extractor.convs[5].weight
     assert torch.isfinite(loaded_conv).all()
     assert loaded_conv.std().item() == pytest.approx((32 * 576) ** -0.5, rel=0.1)
-    assert torch.equal(partial.projector.linear_1.weight, state["model.multi_modal_projector.linear_1.weight"])
+    assert torch.equal(partial.projector.linear_1.weight, state["multi_modal_projector.linear_1.weight"])
 
 
 def test_wrong_pixel_shape_is_a_clear_error(loaded):
