@@ -15,6 +15,8 @@ from typing import Any
 SPATIAL_MODULE_PREFIXES = tuple(
     f"model.multi_modal_projector.{name}." for name in ("spatial_extractor", "detail_integrator", "spatial_projector")
 )
+# What a whole CLIPModel checkpoint (openai/clip-vit-large-patch14-336) holds beside its vision tower.
+CLIP_TEXT_SIDE = ("text_model.", "text_projection.", "visual_projection.", "logit_scale")
 LISTED_KEYS = 6  # how many keys of each kind an error names before it counts the rest
 
 
@@ -59,10 +61,13 @@ def _listed(keys: list[str]) -> str:
     return f"{len(keys)} key(s): {', '.join(keys[:LISTED_KEYS])}{more}"
 
 
-def load_exactly(model_class: Any, source: str, **kwargs: Any) -> Any:
+def load_exactly(model_class: Any, source: str, unused_prefixes: tuple[str, ...] = (), **kwargs: Any) -> Any:
     """`model_class.from_pretrained(source, **kwargs)` for a part we assemble from (a base LLM, a vision tower):
-    every weight from the checkpoint, or LlavaSPCheckpointError naming the keys."""
+    every weight from the checkpoint, or LlavaSPCheckpointError naming the keys. Checkpoint keys under
+    `unused_prefixes` may stay unused (the text tower of a whole CLIP checkpoint, when only its vision tower is
+    wanted)."""
     kwargs["ignore_mismatched_sizes"] = True
     model, info = model_class.from_pretrained(source, output_loading_info=True, **kwargs)
-    check_loaded_keys(source, info["missing_keys"], info["unexpected_keys"], info["mismatched_keys"])
+    unexpected = [key for key in info["unexpected_keys"] if not key.startswith(unused_prefixes)]
+    check_loaded_keys(source, info["missing_keys"], unexpected, info["mismatched_keys"])
     return model

@@ -53,7 +53,7 @@ from transformers.utils import (
 )
 from transformers.utils.hub import has_file
 
-from sp_core.checkpoint_check import LlavaSPCheckpointError, load_exactly
+from sp_core.checkpoint_check import CLIP_TEXT_SIDE, LlavaSPCheckpointError, load_exactly
 from sp_core.config import SP_EXTRACTORS, SP_OPTION_NAMES, SP_VARIANTS, LlavaSPConfig, LlavaSPConfigError
 from sp_core.image_processing import LlavaSPImageProcessor
 from sp_core.modeling import LlavaSPForConditionalGeneration, default_generation_config
@@ -239,8 +239,8 @@ def build_initial_model(
     model.lm_head = llm.get_output_embeddings()
 
     logger.info("loading vision tower %s (%s)", vision_tower, _dtype_name(dtype))
-    vision = load_exactly(CLIPVisionModel, vision_tower, config=vision_config, dtype=dtype,
-                          use_safetensors=vision_format, trust_remote_code=False)
+    vision = load_exactly(CLIPVisionModel, vision_tower, unused_prefixes=CLIP_TEXT_SIDE, config=vision_config,
+                          dtype=dtype, use_safetensors=vision_format, trust_remote_code=False)
     model.model.vision_tower = vision.requires_grad_(not config.freeze_vision_tower)
     model.model.multi_modal_projector = _fresh_projector(model, seed).to(dtype)
 

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, CLIPImageProcessorPil, CLIPVisionModel
 
-from sp_core.checkpoint_check import load_exactly
+from sp_core.checkpoint_check import CLIP_TEXT_SIDE, load_exactly
 from sp_core.modeling import LlavaSPForConditionalGeneration, default_generation_config
 from sp_core.processing import build_llava_sp_processor, clip_image_processor
 from sp_core.projector import LlavaSPProjector
@@ -72,7 +72,8 @@ def assemble_model(
     # Swap whole submodules in: their buffers (rotary tables) come with them, nothing stays on meta.
     model.model.language_model = language_model.model
     model.lm_head = language_model.lm_head
-    model.model.vision_tower = load_exactly(CLIPVisionModel, vision_tower, dtype=torch.float32).requires_grad_(False)
+    vision = load_exactly(CLIPVisionModel, vision_tower, unused_prefixes=CLIP_TEXT_SIDE, dtype=torch.float32)
+    model.model.vision_tower = vision.requires_grad_(False)
     model.model.multi_modal_projector = projector.float()
     if len(tokenizer) > model.config.text_config.vocab_size:
         model.resize_token_embeddings(len(tokenizer), mean_resizing=True)

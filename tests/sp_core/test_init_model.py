@@ -23,6 +23,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from sp_core.checkpoint_check import LlavaSPCheckpointError
 from sp_core.config import LlavaSPConfigError
 from sp_core.image_processing import LlavaSPImageProcessor
 from sp_core.init_model import (
@@ -266,3 +267,43 @@ def test_a_sentencepiece_only_tokenizer_without_sentencepiece_is_named(sources, 
     monkeypatch.setattr("sp_core.init_model.is_sentencepiece_available", lambda: False)
     with pytest.raises(InitModelError, match=r"SentencePiece tokenizer.model .* pip install sentencepiece"):
         build_initial_model(str(llm), str(sources.vision_dir), tmp_path / "out")
+
+
+def test_a_base_llm_with_a_missing_weight_is_refused_naming_it(sources, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "vicuna-broken"
+    broken.mkdir()
+    for item in sources.llm_dir.iterdir():
+        (broken / item.name).write_bytes(item.read_bytes())
+    weights = load_file(broken / "model.safetensors")
+    del weights["model.layers.0.self_attn.q_proj.weight"]
+    save_file(weights, broken / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(LlavaSPCheckpointError, match=r"vicuna-broken does not fit the model exactly:\n  - missing from "
+                                                     r"the checkpoint: 1 key\(s\): model\.layers\.0\.self_attn\.q_proj"):
+        build_initial_model(str(broken), str(sources.vision_dir), tmp_path / "out")
+    assert main(["--base-llm", str(broken), "--vision-tower", str(sources.vision_dir), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_a_qwen2_llm_with_tied_embeddings_starts_exactly(sources, tmp_path, tiny_tokenizer):
+    """The paper's Tab. 7 pairs a Qwen2 LLM with the SP projector; Qwen2-0.5B ties lm_head to the embeddings."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(3)
+    qwen = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tiny_tokenizer), bos_token_id=tiny_tokenizer.bos_token_id,
+                                        eos_token_id=tiny_tokenizer.eos_token_id,
+                                        **TINY_TEXT | {"tie_word_embeddings": True}))
+    qwen.save_pretrained(tmp_path / "qwen2")
+    tiny_tokenizer.save_pretrained(tmp_path / "qwen2")
+    out = build_initial_model(str(tmp_path / "qwen2"), str(sources.vision_dir), tmp_path / "init", sp_variant="pooling")
+    model, processor = load_llava_sp(out)
+    assert model.lm_head.weight.data_ptr() == model.model.language_model.embed_tokens.weight.data_ptr()
+    reference = Qwen2ForCausalLM.from_pretrained(tmp_path / "qwen2", dtype=torch.float32).eval()
+    text = tiny_tokenizer("USER: What colour is the circle? ASSISTANT:", return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(model(**text).logits, reference(**text).logits, atol=1e-5, rtol=1e-5)
+    settings = dict(max_new_tokens=6, min_new_tokens=6, do_sample=False)
+    assert torch.equal(model.generate(**text, **settings), reference.generate(**text, **settings))
+    inputs = processor(images=Image.new("RGB", (64, 48), "red"), text=PROMPT, return_tensors="pt")
+    assert int((inputs.input_ids == model.config.image_token_id).sum()) == 582
+    assert model.generate(**inputs, **settings).shape[1] == inputs.input_ids.shape[1] + 6
