@@ -176,7 +176,7 @@ class LlavaSPConfig(LlavaConfig):
         return problems
 
 
-# Every option LlavaSPConfig adds to LlavaConfig: the one list that the CLI, the training config and the sweep use.
+# Every option LlavaSPConfig adds to LlavaConfig, for whatever takes them by name (load_llava_sp, llava-sp-init).
 SP_OPTION_NAMES = tuple(field.name for field in dataclasses.fields(LlavaSPConfig) if field.name.startswith("sp_")) + (
     "freeze_vision_tower",
 )
@@ -223,4 +223,5 @@ def spatial_schedule(variant: str, grid: int, num_tokens: int) -> SpatialSchedul
     return SpatialSchedule((), ())
 
 
-__all__ = ["LlavaSPConfig", "LlavaSPConfigError", "SP_OPTION_NAMES", "SpatialSchedule", "spatial_schedule", "SP_VARIANTS", "SP_EXTRACTORS"]
+__all__ = ["LlavaSPConfig", "LlavaSPConfigError", "SP_OPTION_NAMES", "SpatialSchedule", "spatial_schedule", "SP_VARIANTS",
+           "SP_EXTRACTORS"]

@@ -187,3 +187,27 @@ def test_project_images_exposes_the_dfi_attention_behind_the_image_tokens(loaded
     attention = output.detail_attention  # (images, 6 spatial tokens, 5x5 keys for kernel 16 on a 24 grid)
     assert attention.shape == (2, 6, 25)
     assert torch.allclose(attention.sum(-1), torch.ones(2, 6), atol=1e-5)
+
+
+def test_a_siglip_tower_without_cls_gives_the_square_grid(tiny_tokenizer):
+    """SigLIP (paper Tab. 7) has no CLS token: strategy "full" keeps its 24 x 24 patches, and 'default' is refused."""
+    from transformers import SiglipVisionConfig
+
+    from sp_core.config import LlavaSPConfig, LlavaSPConfigError
+    from sp_core.processing import build_llava_sp_processor
+    from sp_core.tiny import TINY_VISION, tiny_config
+
+    siglip = SiglipVisionConfig(**TINY_VISION)
+    base = tiny_config(tiny_tokenizer, sp_variant="pooling").to_dict()
+    base.pop("vision_config")
+    with pytest.raises(LlavaSPConfigError, match=r"allowed for a siglip_vision_model tower: 'full'"):
+        LlavaSPConfig.from_dict({**base, "vision_config": siglip.to_dict(), "vision_feature_select_strategy": "default"})
+    config = LlavaSPConfig.from_dict({**base, "vision_config": siglip.to_dict(), "vision_feature_select_strategy": "full"})
+    torch.manual_seed(0)
+    model = LlavaSPForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        assert model.image_features(torch.randn(2, 3, 336, 336)).shape == (2, 582, 64)
+    processor = build_llava_sp_processor(config, tiny_tokenizer)
+    inputs = processor(images=_image(), text=PROMPT, return_tensors="pt")
+    assert int((inputs.input_ids == config.image_token_id).sum()) == 582
+    assert model.generate(**inputs, max_new_tokens=3, min_new_tokens=3).shape[1] == inputs.input_ids.shape[1] + 3
