@@ -12,11 +12,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from torch import Tensor, nn
+
 SPATIAL_MODULE_PREFIXES = tuple(
     f"model.multi_modal_projector.{name}." for name in ("spatial_extractor", "detail_integrator", "spatial_projector")
 )
-# What a whole CLIPModel checkpoint (openai/clip-vit-large-patch14-336) holds beside its vision tower.
-CLIP_TEXT_SIDE = ("text_model.", "text_projection.", "visual_projection.", "logit_scale")
+# What a whole CLIPModel / SiglipModel checkpoint (openai/clip-vit-large-patch14-336) holds beside the vision tower
+# LLaVA reads: the text tower, the projections to the joint space and the logit scale (and bias).
+NON_VISION_PARTS = ("text_model.", "text_projection.", "visual_projection.", "logit_scale", "logit_bias")
 LISTED_KEYS = 6  # how many keys of each kind an error names before it counts the rest
 
 
@@ -61,13 +64,26 @@ def _listed(keys: list[str]) -> str:
     return f"{len(keys)} key(s): {', '.join(keys[:LISTED_KEYS])}{more}"
 
 
-def load_exactly(model_class: Any, source: str, unused_prefixes: tuple[str, ...] = (), **kwargs: Any) -> Any:
+def load_exactly(model_class: Any, source: str | None, unused_prefixes: tuple[str, ...] = (),
+                 label: str | None = None, **kwargs: Any) -> Any:
     """`model_class.from_pretrained(source, **kwargs)` for a part we assemble from (a base LLM, a vision tower):
     every weight from the checkpoint, or LlavaSPCheckpointError naming the keys. Checkpoint keys under
     `unused_prefixes` may stay unused (the text tower of a whole CLIP checkpoint, when only its vision tower is
-    wanted)."""
+    wanted). source None with state_dict= loads tensors already read; `label` names them in errors."""
     kwargs["ignore_mismatched_sizes"] = True
     model, info = model_class.from_pretrained(source, output_loading_info=True, **kwargs)
     unexpected = [key for key in info["unexpected_keys"] if not key.startswith(unused_prefixes)]
-    check_loaded_keys(source, info["missing_keys"], unexpected, info["mismatched_keys"])
+    check_loaded_keys(label or str(source), info["missing_keys"], unexpected, info["mismatched_keys"])
     return model
+
+
+def load_state_exactly(module: nn.Module, state: dict[str, Tensor], source: str,
+                       only: tuple[str, ...] | None = None) -> None:
+    """`module.load_state_dict(state)` where every key of the module (or of its keys starting with `only`) comes
+    from `state`, every tensor of `state` is used and every shape matches, or LlavaSPCheckpointError names them."""
+    expected = {name: tuple(tensor.shape) for name, tensor in module.state_dict().items()
+                if only is None or name.startswith(only)}
+    mismatched = [(name, tuple(state[name].shape), expected[name]) for name in state.keys() & expected.keys()
+                  if tuple(state[name].shape) != expected[name]]
+    check_loaded_keys(source, expected.keys() - state.keys(), state.keys() - expected.keys(), mismatched)
+    module.load_state_dict(state, strict=False)

@@ -76,6 +76,11 @@ class LlavaSPConfig(LlavaConfig):
         image_seq_length stale: SP options are put into the dict instead. A llava config (llava-hf LLaVA-1.5) holds
         no SP options and is the baseline, sp_variant "none", unless the caller asks for a variant."""
         config_dict = dict(config_dict)
+        if "mm_vision_tower" in config_dict and "text_config" not in config_dict:
+            raise LlavaSPConfigError(
+                "this is an official LLaVA / LLaVA-SP checkpoint (LlavaLlamaForCausalLM: a LLaMA config with "
+                "mm_vision_tower); convert it first: llava-sp-convert --checkpoint DIR --out NEW_DIR"
+            )
         # Our model type, not the file's: transformers finds our classes' key renaming rules by it.
         if config_dict.pop("model_type", cls.model_type) == LlavaConfig.model_type:
             config_dict.setdefault("sp_variant", "none")

@@ -5,12 +5,13 @@ The official code (a LLaVA-1.5 fork) keeps the SP modules directly on the inner 
 `model.conv_CM.weight` (DFI conv), `model.{query,key,value}_projector.{0,1}.*` (DFI LayerNorm + Linear),
 `model.conv_linear.1.*` (GELU, Linear) and `model.mm_projector.{0,2}.*` (the patch MLP). LoRA checkpoints prefix
 all of them with `base_model.model.`. The variant is not stored anywhere, so it is detected from the key names
-and shapes (see SPEC.md Part B 3.7).
+and shapes.
 
 Command line (one whole official checkpoint -> one model directory loadable with sp_core.loading.load_llava_sp):
 
     llava-sp-convert --checkpoint ./llava-sp-cropping-lora --base-llm lmsys/vicuna-7b-v1.5 \
         --vision-tower openai/clip-vit-large-patch14-336 --out ./llava-sp-cropping-hf
+    llava-sp-convert --checkpoint ./llava-sp-pooling-full --out ./llava-sp-pooling-hf   # a full (non-LoRA) output
 """
 
 from __future__ import annotations
@@ -27,7 +28,17 @@ import torch
 from transformers import CLIPVisionConfig, LlamaConfig
 
 from sp_core.config import LlavaSPConfig, LlavaSPConfigError
-from sp_core.official_checkpoint import assemble_model, read_state_dict
+from sp_core.checkpoint_check import LlavaSPCheckpointError
+from sp_core.official_checkpoint import (
+    FULL_WEIGHT_FILES,
+    OfficialFullCheckpointError,
+    assemble_full_model,
+    assemble_model,
+    full_weights_file,
+    read_full_checkpoint,
+    read_state_dict,
+    split_full_checkpoint,
+)
 from sp_core.projector import LlavaSPProjector
 
 logger = logging.getLogger(__name__)
@@ -38,6 +49,8 @@ _DFI_KEYS = ("conv_CM.weight",) + tuple(
     for kind in ("weight", "bias")
 )
 OFFICIAL_PATCH_SIZE = 14  # CLIP-ViT-L/14; the state dict does not record it
+# The projector files of a LoRA stage-2 output and of a stage-1 output, in the order they are looked for.
+PROJECTOR_FILES = ("non_lora_trainables.bin", "non_lora_trainables.safetensors", "model.bin", "mm_projector.bin")
 
 
 class OfficialCheckpointError(ValueError):
@@ -253,34 +266,72 @@ def _is_projector_key(key: str) -> bool:
     return name.startswith(("mm_projector.", "conv_linear.")) or bool(_SFE_CONV_KEY.match(name)) or name in _DFI_KEYS
 
 
+def _official_config(checkpoint: Path) -> dict:
+    config_file = checkpoint / "config.json" if checkpoint.is_dir() else None
+    return json.loads(config_file.read_text()) if config_file is not None and config_file.is_file() else {}
+
+
+def _projector_of(state: dict[str, torch.Tensor], source: Path) -> tuple[LlavaSPProjector, OfficialVariant]:
+    """Our projector and the detected variant; an error names the file as well as the key."""
+    try:
+        projector = projector_from_official(state)
+    except OfficialCheckpointError as error:
+        raise OfficialCheckpointError(f"{source}: {error}") from error
+    return projector, detect_official_variant({strip_official_prefix(k): v for k, v in state.items()})
+
+
 def convert_official_checkpoint(
     checkpoint: Path,
-    base_llm: str,
-    vision_tower: str,
+    base_llm: str | None,
+    vision_tower: str | None,
     out: Path,
     dtype: torch.dtype = torch.float16,
 ) -> Path:
-    """An official stage-1 (model.bin / mm_projector.bin) or stage-2 LoRA directory -> one HF model directory.
+    """An official checkpoint directory -> one HF model directory, in either official layout:
 
-    A LoRA adapter is merged into the language model, as the official loader does (builder.py)."""
+    - full (LlavaLlamaForCausalLM's save_pretrained: the LLM, the projector and usually the CLIP tower): base_llm
+      must be None, the language model and tokenizer are the checkpoint's own; vision_tower defaults to the
+      config's mm_vision_tower and gives the tower's config and image processor (and its weights only when the
+      checkpoint has none);
+    - LoRA / projector only (non_lora_trainables.bin, model.bin or mm_projector.bin, with adapter_* for LoRA):
+      base_llm and vision_tower give the LLM and the tower; a LoRA adapter is merged as the official loader does.
+    """
     checkpoint = Path(checkpoint)
-    projector_file = _first_existing(
-        checkpoint, ("non_lora_trainables.bin", "non_lora_trainables.safetensors", "model.bin", "mm_projector.bin")
-    ) if checkpoint.is_dir() else checkpoint
+    if not checkpoint.exists():
+        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
+    official_config = _official_config(checkpoint)
+    vision_tower = vision_tower or official_config.get("mm_vision_tower")
+    if not vision_tower:
+        raise ValueError(f"{checkpoint}: its config.json names no mm_vision_tower; pass --vision-tower")
+    if checkpoint.is_dir() and full_weights_file(checkpoint) is not None:
+        if base_llm is not None:
+            raise ValueError(
+                f"{checkpoint} is a full checkpoint ({full_weights_file(checkpoint).name}): it carries its own "
+                "language model and tokenizer, so --base-llm must not be given"
+            )
+        projector_state, language_model_state, vision_state = split_full_checkpoint(
+            read_full_checkpoint(checkpoint), _is_projector_key)
+        projector, variant = _projector_of(projector_state, checkpoint)
+        return assemble_full_model(variant, projector, language_model_state, vision_state, checkpoint, vision_tower,
+                                   official_config, Path(out), dtype)
+
+    projector_file = _first_existing(checkpoint, PROJECTOR_FILES) if checkpoint.is_dir() else checkpoint
     if projector_file is None:
         raise FileNotFoundError(
-            f"{checkpoint}: no non_lora_trainables.bin, model.bin or mm_projector.bin (the official projector files)"
+            f"{checkpoint}: neither a full checkpoint ({', '.join(FULL_WEIGHT_FILES)}) nor the projector files of "
+            f"a LoRA or stage-1 output ({', '.join(PROJECTOR_FILES)})"
         )
+    if base_llm is None:
+        raise ValueError(f"{checkpoint} holds only the projector ({projector_file.name}): pass --base-llm, the LLM "
+                         "it was trained on")
     trainables = read_state_dict(projector_file)
-    projector_state = {key: value for key, value in trainables.items() if _is_projector_key(key)}
-    others = sorted(set(trainables) - set(projector_state))
+    others = sorted(key for key in trainables if not _is_projector_key(key))
     if others:
-        logger.warning("ignoring %d non-projector trainables in %s, e.g. %s", len(others), projector_file, others[:3])
-    projector = projector_from_official(projector_state)
-    variant = detect_official_variant({strip_official_prefix(k): v for k, v in projector_state.items()})
-    official_config = {}
-    if checkpoint.is_dir() and (checkpoint / "config.json").is_file():
-        official_config = json.loads((checkpoint / "config.json").read_text())
+        raise OfficialCheckpointError(
+            f"{projector_file}: {len(others)} key(s) are not projector or LLaVA-SP weights, which is all this file "
+            f"holds in an official checkpoint: {', '.join(others[:6])}"
+        )
+    projector, variant = _projector_of(trainables, projector_file)
     adapter_dir = checkpoint if checkpoint.is_dir() and (checkpoint / "adapter_config.json").is_file() else None
     return assemble_model(
         variant=variant,
@@ -297,9 +348,11 @@ def convert_official_checkpoint(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llava-sp-convert", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, type=Path,
-                        help="official output dir (LoRA: adapter_* + non_lora_trainables.bin; stage 1: model.bin) or a projector file")
-    parser.add_argument("--base-llm", required=True, help="Vicuna-1.5 path or hub id the official model was trained on")
-    parser.add_argument("--vision-tower", required=True, help="CLIP vision tower path or hub id (e.g. openai/clip-vit-large-patch14-336)")
+                        help="official output dir: full (pytorch_model*.bin / model*.safetensors), LoRA (adapter_* + "
+                             "non_lora_trainables.bin) or stage 1 (mm_projector.bin); or a projector file")
+    parser.add_argument("--base-llm", help="LoRA / stage 1 only: the Vicuna-1.5 path or hub id it was trained on")
+    parser.add_argument("--vision-tower",
+                        help="CLIP vision tower path or hub id (default: the checkpoint config's mm_vision_tower)")
     parser.add_argument("--out", required=True, type=Path, help="output directory (HF format, safetensors)")
     parser.add_argument("--dtype", default="float16", choices=("float16", "bfloat16", "float32"))
     args = parser.parse_args(argv)
@@ -308,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         out = convert_official_checkpoint(
             args.checkpoint, args.base_llm, args.vision_tower, args.out, dtype=getattr(torch, args.dtype),
         )
-    except (OfficialCheckpointError, FileNotFoundError, ValueError) as error:
+    except (OfficialCheckpointError, OfficialFullCheckpointError, LlavaSPCheckpointError, FileNotFoundError,
+            ValueError) as error:
         print(f"llava-sp-convert: {error}", file=sys.stderr)
         return 2
     print(f"wrote {out}")

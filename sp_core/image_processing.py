@@ -6,9 +6,9 @@ Two steps, each usable alone:
   the problem, so a data pipeline can quarantine the row instead of crashing (the official code prints the OSError and
   then fails on an undefined variable; it also sets `ImageFile.LOAD_TRUNCATED_IMAGES`, which we deliberately do not).
 - `LlavaSPImageProcessor` does the pixel work of transformers' CLIPImageProcessor (shortest edge to `image_size`
-  with antialiased bicubic, centre crop) on uint8, optionally after LLaVA's `expand2square` ("pad"); `resize`
-  picks whose bicubic it reproduces bit for bit (see `resize_bicubic`). `to_uint8` gives the
-  (S, S, 3) uint8 crop, 4x smaller than float32, for the shards; `normalize` turns a batch of crops into the
+  with antialiased bicubic, centre crop; or SigLIP's: both sides to `image_size`) on uint8, optionally after LLaVA's
+  `expand2square` ("pad"); `resize` picks whose bicubic it reproduces bit for bit (see `resize_bicubic`). `to_uint8`
+  gives the (S, S, 3) uint8 crop, 4x smaller than float32, for the shards; `normalize` turns a batch of crops into the
   (N, 3, S, S) float32 tensor at train time with one fused multiply-add; calling the processor on PIL images does
   both at once (serving), returning the same values (contiguous with "pil", channels-last with "torch").
 
@@ -36,6 +36,8 @@ from sp_core.pillow_resize import pillow_resize_crop
 # (a test pins this), repeated here so this module does not import transformers.
 CLIP_IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
+# SigLIP's normalisation (SiglipImageProcessor's defaults).
+SIGLIP_IMAGE_MEAN = SIGLIP_IMAGE_STD = (0.5, 0.5, 0.5)
 
 # PIL's own decompression-bomb threshold (Image.MAX_IMAGE_PIXELS), about 0.25 GB of RGB pixels.
 DEFAULT_MAX_PIXELS = 89_478_485
@@ -45,6 +47,11 @@ ASPECT_MODES: tuple[str, ...] = get_args(AspectMode)
 
 ResizeBackend = Literal["torch", "pil"]
 RESIZE_BACKENDS: tuple[str, ...] = get_args(ResizeBackend)
+
+# How an image meets the tower's square: "crop" (CLIP: shortest edge to S, centre crop) or "squash" (SigLIP: both
+# sides to S). After "pad" the image is already square, so the two agree there.
+FitMode = Literal["crop", "squash"]
+FIT_MODES: tuple[str, ...] = get_args(FitMode)
 
 # The defaults every config and loader shares: LLaVA-1.5's padding, and Pillow's resize, which the official LLaVA-1.5
 # code and CLIPImageProcessorPil (transformers' CLIPImageProcessor without torchvision) run (see `resize_bicubic`).
@@ -299,6 +306,8 @@ class LlavaSPImageProcessor:
     # official LLaVA-1.5 training data, or "torch", the torchvision-backed CLIPImageProcessor (faster, 1-2 levels off
     # on under 1% of pixels).
     resize: ResizeBackend = DEFAULT_RESIZE
+    # "crop" for CLIP's processor, "squash" for SigLIP's (size {height, width}, no centre crop).
+    fit: FitMode = "crop"
 
     def __post_init__(self) -> None:
         self.image_mean = tuple(float(value) for value in self.image_mean)
@@ -308,6 +317,8 @@ class LlavaSPImageProcessor:
             problems.append(f"aspect must be one of {list(ASPECT_MODES)}, got {self.aspect!r}")
         if self.resize not in RESIZE_BACKENDS:
             problems.append(f"resize must be one of {list(RESIZE_BACKENDS)}, got {self.resize!r}")
+        if self.fit not in FIT_MODES:
+            problems.append(f"fit must be one of {list(FIT_MODES)}, got {self.fit!r}")
         if not isinstance(self.image_size, int) or self.image_size <= 0:
             problems.append(f"image_size must be a positive int, got {self.image_size!r}")
         if len(self.image_mean) != 3 or len(self.image_std) != 3:
@@ -337,6 +348,8 @@ class LlavaSPImageProcessor:
         if self.aspect == "pad":
             image = expand_to_square(image, self.pad_fill)
         size = self.image_size
+        if self.fit == "squash":
+            return image, (size, size), (0, 0, size, size)
         new_width, new_height = shortest_edge_size(*image.size, size)
         left, top = (new_width - size) // 2, (new_height - size) // 2
         return image, (new_width, new_height), (left, top, size, size)
@@ -431,22 +444,20 @@ class LlavaSPImageProcessor:
     def from_config_dict(
         cls, config: dict[str, Any], aspect: AspectMode = DEFAULT_ASPECT, resize: ResizeBackend = DEFAULT_RESIZE
     ) -> LlavaSPImageProcessor:
-        """Build from a CLIP image processor config dict; refuse settings this uint8 pipeline does not implement."""
-        shortest_edge = _size_value(config.get("size"), "shortest_edge")
+        """Build from a CLIP or SigLIP image processor config dict; refuse settings this uint8 pipeline does not
+        implement. CLIP's resizes the shortest edge and centre-crops; SigLIP's resizes to {height, width} uncropped."""
+        size = config.get("size")
+        if not config.get("do_center_crop") and _size_value(size, "shortest_edge") is None:
+            return cls._squashing(config, aspect, resize)
+        shortest_edge = _size_value(size, "shortest_edge")
         crop_size = config.get("crop_size", shortest_edge)
         crop_height, crop_width = _size_value(crop_size, "height"), _size_value(crop_size, "width")
         problems = []
         if shortest_edge is None:
-            problems.append(f"size must be {{'shortest_edge': N}} (aspect-keeping resize), got {config.get('size')}")
+            problems.append(f"size must be {{'shortest_edge': N}} (aspect-keeping resize), got {size}")
         elif not shortest_edge == crop_height == crop_width:
             problems.append(f"size.shortest_edge ({shortest_edge}) must equal crop_size ({crop_height}x{crop_width})")
-        if int(config.get("resample", 3)) != int(Image.Resampling.BICUBIC):
-            problems.append(f"resample must be 3 (bicubic), got {config.get('resample')}")
-        for flag in ("do_resize", "do_center_crop", "do_rescale", "do_normalize"):
-            if not config.get(flag, True):
-                problems.append(f"{flag} must be true, got {config.get(flag)}")
-        if abs(float(config.get("rescale_factor", 1 / 255)) - 1 / 255) > 1e-12:
-            problems.append(f"rescale_factor must be 1/255, got {config.get('rescale_factor')}")
+        problems += _shared_setting_problems(config, flags=("do_resize", "do_center_crop", "do_rescale", "do_normalize"))
         if problems:
             raise ValueError("unsupported CLIP image processor config: " + "; ".join(problems))
         return cls(
@@ -456,6 +467,39 @@ class LlavaSPImageProcessor:
             aspect=aspect,
             resize=resize,
         )
+
+    @classmethod
+    def _squashing(cls, config: dict[str, Any], aspect: AspectMode, resize: ResizeBackend) -> LlavaSPImageProcessor:
+        """SigLIP's settings: both sides to size {height, width} (a square), no centre crop."""
+        size = config.get("size")
+        height, width = _size_value(size, "height"), _size_value(size, "width")
+        problems = []
+        if height is None or height != width:
+            problems.append(f"size must be a square {{'height': N, 'width': N}} without a centre crop, got {size}")
+        problems += _shared_setting_problems(config, flags=("do_resize", "do_rescale", "do_normalize"))
+        if problems:
+            raise ValueError("unsupported image processor config: " + "; ".join(problems))
+        return cls(
+            image_size=height,
+            image_mean=tuple(config.get("image_mean", SIGLIP_IMAGE_MEAN)),
+            image_std=tuple(config.get("image_std", SIGLIP_IMAGE_STD)),
+            aspect=aspect,
+            resize=resize,
+            fit="squash",
+        )
+
+
+def _shared_setting_problems(config: dict[str, Any], flags: tuple[str, ...]) -> list[str]:
+    """Bicubic, 1/255 and the given steps switched on: what both kinds of processor config must say."""
+    problems = []
+    if int(config.get("resample", 3)) != int(Image.Resampling.BICUBIC):
+        problems.append(f"resample must be 3 (bicubic), got {config.get('resample')}")
+    for flag in flags:
+        if not config.get(flag, True):
+            problems.append(f"{flag} must be true, got {config.get(flag)}")
+    if abs(float(config.get("rescale_factor", 1 / 255)) - 1 / 255) > 1e-12:
+        problems.append(f"rescale_factor must be 1/255, got {config.get('rescale_factor')}")
+    return problems
 
 
 def _size_value(size: int | dict[str, int | None] | None, key: str) -> int | None:

@@ -1,4 +1,4 @@
-"""Build the stage-1 starting model of LLaVA-SP (or the LLaVA-1.5 baseline) from a base LLM and a CLIP tower.
+"""Build the stage-1 starting model of LLaVA-SP (or the LLaVA-1.5 baseline) from a base LLM and a vision tower.
 
 LLaVA-1.5 starts stage 1 from released weights for everything but the projector: the LLM (Vicuna-7B-v1.5) and the
 vision tower (CLIP-ViT-L/14-336) are loaded as they are and stay frozen; the projector (the mlp2x_gelu patch MLP and,
@@ -16,8 +16,10 @@ What differs from the sources:
   (resize_token_embeddings(mean_resizing=True), like LLaVA's smart_tokenizer_and_embedding_resize); every old row
   and every other weight is the source's, bit for bit (in the source dtype; --dtype converts);
 - projector: initialised by the model's own _init_weights (LlavaSPPreTrainedModel) from `seed`;
-- processor: the vision tower's CLIP image processor (its preprocessor_config.json, else CLIP's defaults), with
-  <image> expanded to the model's image_tokens_per_image placeholders (576, or 582 with 6 spatial tokens);
+- processor: the vision tower's image processor (its preprocessor_config.json, else CLIP's or SigLIP's defaults),
+  with <image> expanded to the model's image_tokens_per_image placeholders (576, or 582 with 6 spatial tokens);
+- vision features: the penultimate layer, CLIP's CLS token dropped; a SigLIP tower has none, so all its patches
+  are kept (vision_feature_select_strategy "full");
 - generation config: default_generation_config (greedy, <image> never generated).
 """
 
@@ -36,12 +38,11 @@ import transformers
 from tokenizers import AddedToken
 from transformers import (
     AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
     AutoModelForCausalLM,
     AutoTokenizer,
-    CLIPConfig,
-    CLIPImageProcessorPil,
-    CLIPVisionConfig,
-    CLIPVisionModel,
+    BaseImageProcessor,
     PreTrainedConfig,
     PreTrainedTokenizerBase,
 )
@@ -53,17 +54,29 @@ from transformers.utils import (
 )
 from transformers.utils.hub import has_file
 
-from sp_core.checkpoint_check import CLIP_TEXT_SIDE, LlavaSPCheckpointError, load_exactly
-from sp_core.config import SP_EXTRACTORS, SP_OPTION_NAMES, SP_VARIANTS, LlavaSPConfig, LlavaSPConfigError
+from sp_core.checkpoint_check import NON_VISION_PARTS, LlavaSPCheckpointError, load_exactly
+from sp_core.config import (
+    SP_EXTRACTORS,
+    SP_OPTION_NAMES,
+    SP_VARIANTS,
+    VISION_TOWERS_WITH_CLS,
+    VISION_TOWERS_WITHOUT_CLS,
+    LlavaSPConfig,
+    LlavaSPConfigError,
+)
 from sp_core.image_processing import LlavaSPImageProcessor
 from sp_core.modeling import LlavaSPForConditionalGeneration, default_generation_config
-from sp_core.processing import build_llava_sp_processor, clip_image_processor
+from sp_core.processing import build_llava_sp_processor, default_image_processor
 from sp_core.projector import LlavaSPProjector
 
 logger = logging.getLogger(__name__)
 
 IMAGE_TOKEN = "<image>"
 VISION_FEATURE_LAYER = -2  # LLaVA-1.5's mm_vision_select_layer: the penultimate CLIP layer, CLS dropped
+# Vision towers whose patches form the square grid LLaVA-SP reads, and the dual encoders that hold one of them.
+VISION_TOWERS = VISION_TOWERS_WITH_CLS + VISION_TOWERS_WITHOUT_CLS
+DUAL_ENCODERS = ("clip", "siglip")
+TOWER_NAMES = {"clip_vision_model": "CLIP", "siglip_vision_model": "SigLIP"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 PREPROCESSOR_CONFIG = "preprocessor_config.json"
 SENTENCEPIECE_MODEL, TOKENIZER_JSON = "tokenizer.model", "tokenizer.json"
@@ -95,21 +108,17 @@ def _read_source_config(source: str, role: str) -> PreTrainedConfig:
         raise InitModelError(f"{role} {source!r}: cannot read its config: {_one_line(error)}") from error
 
 
-def vision_config_of(vision_tower: str) -> CLIPVisionConfig:
-    """The CLIP vision config of a CLIPVisionModel or a whole CLIPModel checkpoint; anything else is refused."""
+def vision_config_of(vision_tower: str) -> PreTrainedConfig:
+    """The vision config of a CLIP or SigLIP vision tower, or of a whole CLIPModel / SiglipModel checkpoint;
+    anything else is refused."""
     config = _read_source_config(vision_tower, "vision tower")
-    if isinstance(config, CLIPConfig):
+    if config.model_type in DUAL_ENCODERS:
         config = config.vision_config
-    if not isinstance(config, CLIPVisionConfig):
+    if config.model_type not in VISION_TOWERS:
         raise InitModelError(
-            f"vision tower {vision_tower!r} is not CLIP-like: model_type {config.model_type!r}; expected model_type "
-            "'clip' or 'clip_vision_model' (e.g. openai/clip-vit-large-patch14-336), because LLaVA-SP drops a CLS "
-            "token and reads the remaining patches as a square grid"
-        )
-    if config.image_size % config.patch_size != 0:
-        raise InitModelError(
-            f"vision tower {vision_tower!r}: image_size {config.image_size} is not divisible by patch_size "
-            f"{config.patch_size}, so its patches do not form a square grid"
+            f"vision tower {vision_tower!r} is not a CLIP or SigLIP tower: model_type {config.model_type!r}; "
+            f"expected one of {', '.join(DUAL_ENCODERS + VISION_TOWERS)} (e.g. openai/clip-vit-large-patch14-336), "
+            "because LLaVA-SP reads the tower's patches, without a CLS token, as a square grid"
         )
     if config.num_hidden_layers < 2:
         raise InitModelError(
@@ -163,14 +172,18 @@ def load_tokenizer(base_llm: str) -> tuple[PreTrainedTokenizerBase, int]:
     return tokenizer, added
 
 
-def image_processor_of(vision_tower: str, image_size: int) -> tuple[CLIPImageProcessorPil, str]:
-    """The vision tower's CLIP image processor (else CLIP's defaults at its image size), and where it came from."""
+def image_processor_of(vision_tower: str, vision_config: PreTrainedConfig) -> tuple[BaseImageProcessor, str]:
+    """The vision tower's image processor on Pillow, as LLaVA-1.5 resizes (else the tower kind's defaults at its
+    image size), and where it came from."""
+    image_size = vision_config.image_size
     if has_file(vision_tower, PREPROCESSOR_CONFIG):
-        processor, origin = CLIPImageProcessorPil.from_pretrained(vision_tower), f"{vision_tower}/{PREPROCESSOR_CONFIG}"
+        processor = AutoImageProcessor.from_pretrained(vision_tower, backend="pil", trust_remote_code=False)
+        origin = f"{vision_tower}/{PREPROCESSOR_CONFIG}"
     else:
-        processor, origin = clip_image_processor(image_size), "CLIP defaults"
-        logger.info("vision tower %s has no %s: using CLIP's defaults at %d px", vision_tower, PREPROCESSOR_CONFIG,
-                    image_size)
+        kind = TOWER_NAMES[vision_config.model_type]
+        processor, origin = default_image_processor(vision_config), f"{kind} defaults"
+        logger.info("vision tower %s has no %s: using %s's defaults at %d px", vision_tower, PREPROCESSOR_CONFIG,
+                    kind, image_size)
     settings = processor.to_dict()
     try:  # the uint8 preprocessing of the data pipeline must be able to follow these settings
         pipeline_settings = LlavaSPImageProcessor.from_config_dict(settings)
@@ -219,7 +232,7 @@ def build_initial_model(
     image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     model_config(vision_config, text_config, image_token_id, sp_options)  # validates the SP options on this grid
     llm_format, vision_format = _weight_format(base_llm, "base LLM"), _weight_format(vision_tower, "vision tower")
-    image_processor, image_processor_origin = image_processor_of(vision_tower, vision_config.image_size)
+    image_processor, image_processor_origin = image_processor_of(vision_tower, vision_config)
 
     logger.info("loading base LLM %s (%s)", base_llm, _dtype_name(dtype))
     llm = load_exactly(AutoModelForCausalLM, base_llm, dtype=dtype, use_safetensors=llm_format,
@@ -239,7 +252,7 @@ def build_initial_model(
     model.lm_head = llm.get_output_embeddings()
 
     logger.info("loading vision tower %s (%s)", vision_tower, _dtype_name(dtype))
-    vision = load_exactly(CLIPVisionModel, vision_tower, unused_prefixes=CLIP_TEXT_SIDE, config=vision_config,
+    vision = load_exactly(AutoModel, vision_tower, unused_prefixes=NON_VISION_PARTS, config=vision_config,
                           dtype=dtype, use_safetensors=vision_format, trust_remote_code=False)
     model.model.vision_tower = vision.requires_grad_(not config.freeze_vision_tower)
     model.model.multi_modal_projector = _fresh_projector(model, seed).to(dtype)
@@ -279,15 +292,15 @@ def build_initial_model(
 
 
 def model_config(
-    vision_config: CLIPVisionConfig, text_config: PreTrainedConfig, image_token_id: int, sp_options: dict[str, Any]
+    vision_config: PreTrainedConfig, text_config: PreTrainedConfig, image_token_id: int, sp_options: dict[str, Any]
 ) -> LlavaSPConfig:
-    """LLaVA-1.5's wiring (penultimate layer, CLS dropped, mlp2x_gelu) plus the caller's projector options."""
+    """LLaVA-1.5's wiring (penultimate layer, mlp2x_gelu, CLIP's CLS dropped) plus the caller's projector options."""
     return LlavaSPConfig(
         vision_config=vision_config,
         text_config=text_config,
         image_token_index=image_token_id,
         vision_feature_layer=VISION_FEATURE_LAYER,
-        vision_feature_select_strategy="default",
+        vision_feature_select_strategy="full" if vision_config.model_type in VISION_TOWERS_WITHOUT_CLS else "default",
         projector_hidden_act="gelu",
         **sp_options,
     )
@@ -340,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--base-llm", required=True, help="causal LLM dir or hub id, e.g. lmsys/vicuna-7b-v1.5")
     parser.add_argument("--vision-tower", required=True,
-                        help="CLIP dir or hub id, e.g. openai/clip-vit-large-patch14-336")
+                        help="CLIP or SigLIP dir or hub id, e.g. openai/clip-vit-large-patch14-336")
     parser.add_argument("--out", required=True, type=Path, help="new output directory (safetensors)")
     parser.add_argument("--dtype", default="float32", choices=tuple(DTYPES), help="dtype of the saved weights")
     parser.add_argument("--seed", type=int, default=0, help="seed of the projector's initialisation")

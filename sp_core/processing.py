@@ -7,9 +7,16 @@ n_spatial, plus 1 for a CLIP tower: 1 + 6 gives 582 for the paper's model.
 
 from __future__ import annotations
 
-from transformers import CLIPImageProcessorPil, LlavaProcessor, PreTrainedTokenizerBase
+from transformers import (
+    BaseImageProcessor,
+    CLIPImageProcessorPil,
+    LlavaProcessor,
+    PreTrainedConfig,
+    PreTrainedTokenizerBase,
+    SiglipImageProcessorPil,
+)
 
-from sp_core.config import LlavaSPConfig
+from sp_core.config import VISION_TOWERS_WITHOUT_CLS, LlavaSPConfig
 from sp_core.image_processing import CLIP_IMAGE_MEAN, CLIP_IMAGE_STD
 
 
@@ -24,12 +31,21 @@ def clip_image_processor(image_size: int) -> CLIPImageProcessorPil:
     )
 
 
+def default_image_processor(vision_config: PreTrainedConfig) -> BaseImageProcessor:
+    """The tower's own preprocessing at its image size, for a tower that ships no preprocessor config: SigLIP's
+    (both sides to the size, mean/std 0.5) for a SigLIP tower, CLIP's otherwise. Pillow's resize, as LLaVA-1.5's."""
+    size = vision_config.image_size
+    if vision_config.model_type in VISION_TOWERS_WITHOUT_CLS:
+        return SiglipImageProcessorPil(size={"height": size, "width": size})
+    return clip_image_processor(size)
+
+
 def build_llava_sp_processor(
     config: LlavaSPConfig,
     tokenizer: PreTrainedTokenizerBase,
-    image_processor: CLIPImageProcessorPil | None = None,
+    image_processor: BaseImageProcessor | None = None,
 ) -> LlavaProcessor:
-    image_processor = image_processor or clip_image_processor(config.vision_config.image_size)
+    image_processor = image_processor or default_image_processor(config.vision_config)
     return LlavaProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,

@@ -9,6 +9,7 @@ from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file
 
 from pipelines.train.config import TrainConfig
+from sp_core.checkpoint_check import load_state_exactly
 from sp_core.modeling import LlavaSPForConditionalGeneration
 
 PROJECTOR_WEIGHTS = "projector.safetensors"
@@ -21,27 +22,13 @@ def unwrap(model: torch.nn.Module) -> LlavaSPForConditionalGeneration:
 
 
 def load_projector_weights(model: LlavaSPForConditionalGeneration, path: Path) -> None:
-    """Stage-1 projector/SP weights into a model; every key must match (a different variant is an error)."""
-    state = load_file(str(path))
-    missing, unexpected = model.projector.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{path} does not fit this model's projector: missing {missing[:3]}, unexpected "
-                         f"{unexpected[:3]} (was stage 1 trained with another sp_variant?)")
+    """Stage-1 projector/SP weights into a model; every key and shape must match (another variant is an error)."""
+    load_state_exactly(model.projector, load_file(str(path)), str(path))
 
 
 def load_language_model_weights(model: LlavaSPForConditionalGeneration, path: Path) -> None:
     """A stage-1 LLM (pretrain_llm) into a model: every LLM and output-head key, nothing else."""
-    state = load_file(str(path))
-    expected = {name: tensor.shape for name, tensor in model.state_dict().items()
-                if name.startswith(("model.language_model.", "lm_head."))}
-    if set(state) != set(expected):
-        raise ValueError(f"{path} does not fit this model's LLM: missing {sorted(set(expected) - set(state))[:3]}, "
-                         f"unexpected {sorted(set(state) - set(expected))[:3]}")
-    reshaped = [f"{name} {tuple(state[name].shape)} != {tuple(shape)}" for name, shape in expected.items()
-                if state[name].shape != shape]
-    if reshaped:
-        raise ValueError(f"{path} does not fit this model's LLM: {', '.join(reshaped[:3])}")
-    model.load_state_dict(state, strict=False)
+    load_state_exactly(model, load_file(str(path)), str(path), only=("model.language_model.", "lm_head."))
 
 
 def load_stage1_weights(model: LlavaSPForConditionalGeneration, checkpoint: Path) -> None:

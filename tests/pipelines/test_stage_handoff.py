@@ -8,6 +8,7 @@ from safetensors.torch import load_file, save_file
 from pipelines.train.checkpoint import save_trained_weights
 from pipelines.train.config import TrainConfig
 from pipelines.train.model_setup import LANGUAGE_MODEL_WEIGHTS, build_stage_model
+from sp_core.checkpoint_check import LlavaSPCheckpointError
 
 
 def _trainable(model: torch.nn.Module) -> set[str]:
@@ -61,9 +62,23 @@ def test_a_stage1_llm_of_another_shape_is_refused_naming_the_file_and_keys(tiny_
     state = load_file(tmp_path / LANGUAGE_MODEL_WEIGHTS)
     head = state.pop("lm_head.weight")
     save_file(state, tmp_path / LANGUAGE_MODEL_WEIGHTS)
-    with pytest.raises(ValueError, match=r"language_model.safetensors does not fit this model's LLM: missing "
-                                         r"\['lm_head.weight'\]"):
+    with pytest.raises(LlavaSPCheckpointError, match=r"language_model.safetensors does not fit the model exactly:\n"
+                                                     r"  - missing from the checkpoint: 1 key\(s\): lm_head.weight$"):
         build_stage_model(TrainConfig(stage="finetune", full_finetune=True), str(tiny_model_dir), tmp_path)
     save_file({**state, "lm_head.weight": head[:, :32].contiguous()}, tmp_path / LANGUAGE_MODEL_WEIGHTS)
-    with pytest.raises(ValueError, match=r"does not fit this model's LLM: lm_head.weight \(\d+, 32\) != \(\d+, 64\)"):
+    with pytest.raises(LlavaSPCheckpointError,
+                       match=r"lm_head.weight has shape \(\d+, 32\) in the checkpoint, \(\d+, 64\) in the model"):
         build_stage_model(TrainConfig(stage="finetune", full_finetune=True), str(tiny_model_dir), tmp_path)
+
+
+def test_a_stage1_projector_of_another_variant_is_refused_naming_the_keys(tiny_model_dir, tmp_path):
+    """init_from a pooling stage 1 into the cropping+DFI model: the DFI keys are missing, nothing is left random."""
+    from sp_core.tiny import save_tiny_model
+
+    pooling_dir = save_tiny_model(tmp_path / "pooling", seed=0, sp_variant="pooling", sp_dfi=False)
+    stage1 = build_stage_model(TrainConfig(stage="pretrain"), str(pooling_dir), None)
+    (tmp_path / "stage1").mkdir()
+    save_trained_weights(stage1, tmp_path / "stage1", trains_llm=False)
+    with pytest.raises(LlavaSPCheckpointError, match=r"projector.safetensors does not fit the model exactly:\n"
+                                                     r"  - missing from the checkpoint: \d+ key\(s\): detail_integrator"):
+        build_stage_model(TrainConfig(stage="finetune"), str(tiny_model_dir), tmp_path / "stage1")

@@ -15,6 +15,7 @@ from sp_core.convert import (
 from sp_core.loading import load_llava_sp
 from sp_core.tiny import tiny_config
 from tests.sp_core.official_reference import official_projector_forward, official_state_dict
+from tests.sp_core.serving_answers import assert_serves_like_generate
 
 SMALL = dict(vision_width=32, spatial_width=16, text_width=64)
 
@@ -155,6 +156,7 @@ def test_cli_converts_a_whole_official_lora_checkpoint(tmp_path, tiny_tokenizer,
 
     inputs = processor(images=Image.new("RGB", (64, 48), "red"), text="USER: <image>\nWhat? ASSISTANT:", return_tensors="pt")
     assert model.generate(**inputs, max_new_tokens=3, min_new_tokens=3).shape[1] == inputs.input_ids.shape[1] + 3
+    assert_serves_like_generate(out, model, Image.new("RGB", (64, 48), "red"))
 
 
 def test_cli_reports_a_bad_checkpoint_in_one_line(tmp_path, tiny_tokenizer, capsys):

@@ -319,6 +319,28 @@ def test_from_clip_processor_follows_size_and_refuses_a_squashing_resize():
     assert "resample must be 3 (bicubic), got 2" in str(error.value)
 
 
+@pytest.mark.parametrize("resize", ["pil", "torch"])
+def test_siglips_uncropped_resize_is_followed(resize):
+    """SiglipImageProcessor resizes both sides to {height, width} and crops nothing."""
+    from transformers import SiglipImageProcessorPil
+
+    hf_processor = SiglipImageProcessorPil(size={"height": 64, "width": 64})
+    ours = LlavaSPImageProcessor.from_clip_processor(hf_processor, aspect="square", resize=resize)
+    assert (ours.fit, ours.image_size, ours.image_mean, ours.image_std) == ("squash", 64, (0.5,) * 3, (0.5,) * 3)
+    image = Image.fromarray(photo_like(90, 50, seed=4))
+    expected = hf_processor(image, return_tensors="pt").pixel_values
+    tolerance = 1e-6 if resize == "pil" else 2.5 / 255 / 0.5  # "torch" is torchvision's bicubic: 1-2 levels off
+    torch.testing.assert_close(ours([image]).contiguous(), expected, atol=tolerance, rtol=0)
+
+
+def test_a_squashing_resize_to_a_rectangle_is_refused():
+    config = {"size": {"height": 64, "width": 48}, "image_mean": [0.5] * 3, "image_std": [0.5] * 3, "do_normalize": False}
+    with pytest.raises(ValueError) as error:
+        LlavaSPImageProcessor.from_config_dict(config)
+    assert "size must be a square {'height': N, 'width': N}" in str(error.value)
+    assert "do_normalize must be true, got False" in str(error.value)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Decoding and mode conversion
 

@@ -21,6 +21,11 @@ from transformers import (
     LlamaConfig,
     LlamaForCausalLM,
     PreTrainedTokenizerFast,
+    SiglipConfig,
+    SiglipImageProcessorPil,
+    SiglipModel,
+    SiglipVisionConfig,
+    SiglipVisionModel,
 )
 
 from sp_core.checkpoint_check import LlavaSPCheckpointError
@@ -34,6 +39,7 @@ from sp_core.init_model import (
 )
 from sp_core.loading import load_llava_sp
 from sp_core.tiny import TINY_TEXT, TINY_VISION
+from tests.sp_core.serving_answers import assert_serves_like_generate
 
 UNK, BOS, EOS = "<unk>", "<s>", "</s>"
 SOURCE_MEAN, SOURCE_STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]  # not CLIP's: shows the source's config was read
@@ -198,7 +204,6 @@ def test_python_dash_m_reports_a_bad_vision_tower_in_one_line(sources, tmp_path,
 def bad_sources(tmp_path_factory) -> Path:
     """Config-only directories: every check below fails before any weights are read."""
     root = tmp_path_factory.mktemp("bad-sources")
-    CLIPVisionConfig(**{**TINY_VISION, "image_size": 340}).save_pretrained(root / "clip-340")
     CLIPVisionConfig(**{**TINY_VISION, "num_hidden_layers": 1}).save_pretrained(root / "clip-1-layer")
     (root / "not-a-model").mkdir()
     (root / "weights.safetensors").write_bytes(b"")
@@ -206,9 +211,8 @@ def bad_sources(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("llm, vision, options, error, match", [
-    ("LLM", "LLM", {}, InitModelError, r"vision tower '.*vicuna' is not CLIP-like: model_type 'llama'"),
+    ("LLM", "LLM", {}, InitModelError, r"vision tower '.*vicuna' is not a CLIP or SigLIP tower: model_type 'llama'"),
     ("CLIP", "CLIP", {}, InitModelError, r"base LLM '.*clip' is not a causal LM: model_type 'clip_vision_model'"),
-    ("LLM", "clip-340", {}, InitModelError, r"image_size 340 is not divisible by patch_size 14"),
     ("LLM", "clip-1-layer", {}, InitModelError, r"has 1 layer\(s\); LLaVA reads the penultimate layer \(-2\)"),
     ("LLM", "not-a-model", {}, InitModelError, r"vision tower '.*not-a-model' has no config.json"),
     ("LLM", "weights.safetensors", {}, InitModelError, r"is a file; expected a model directory or a hub id"),
@@ -307,3 +311,83 @@ def test_a_qwen2_llm_with_tied_embeddings_starts_exactly(sources, tmp_path, tiny
     inputs = processor(images=Image.new("RGB", (64, 48), "red"), text=PROMPT, return_tensors="pt")
     assert int((inputs.input_ids == model.config.image_token_id).sum()) == 582
     assert model.generate(**inputs, **settings).shape[1] == inputs.input_ids.shape[1] + 6
+    assert_serves_like_generate(out, model, Image.new("RGB", (64, 48), "red"))
+
+
+def test_a_llama_llm_starts_with_the_sources_answers(sources, tmp_path):
+    """Text-only, the starting model is the base LLM: fp32 logits over the source vocabulary within 1e-5 and greedy
+    tokens equal (the added <image> row is never generated)."""
+    out = build_initial_model(str(sources.llm_dir), str(sources.vision_dir), tmp_path / "init", sp_variant="cropping")
+    model, processor = load_llava_sp(out)
+    reference = LlamaForCausalLM.from_pretrained(sources.llm_dir, dtype=torch.float32).eval()
+    text = processor.tokenizer("USER: What colour is the circle? ASSISTANT:", return_tensors="pt")
+    with torch.no_grad():
+        ours = model(**text).logits[..., : sources.vocab_size]
+        torch.testing.assert_close(ours, reference(**text).logits, atol=1e-5, rtol=1e-5)
+    settings = dict(max_new_tokens=6, min_new_tokens=6, do_sample=False)
+    assert torch.equal(model.generate(**text, **settings), reference.generate(**text, **settings))
+
+
+SIGLIP_SIZE = 384  # google/siglip-so400m-patch14-384: a 27 x 27 grid, no CLS token
+
+
+@pytest.fixture(scope="module")
+def siglip(tmp_path_factory) -> tuple[Path, SiglipVisionModel]:
+    """A SigLIP tower as google/siglip-* ship it: SiglipVisionModel weights and SiglipImageProcessor's config."""
+    directory = tmp_path_factory.mktemp("siglip") / "siglip"
+    torch.manual_seed(5)
+    tower = SiglipVisionModel(SiglipVisionConfig(**TINY_VISION | {"image_size": SIGLIP_SIZE})).eval()
+    tower.save_pretrained(directory)
+    SiglipImageProcessorPil(size={"height": SIGLIP_SIZE, "width": SIGLIP_SIZE}).save_pretrained(directory)
+    return directory, tower
+
+
+def _noise_image(width: int, height: int) -> Image.Image:
+    generator = torch.Generator().manual_seed(width * height)
+    pixels = torch.randint(0, 256, (height, width, 3), dtype=torch.uint8, generator=generator)
+    return Image.fromarray(pixels.numpy())
+
+
+def test_a_siglip_tower_starts_the_model_with_its_whole_grid_and_preprocessing(sources, siglip, tmp_path):
+    """The paper's Tab. 7 and the model card's claim: any square-grid tower. SigLIP keeps all 27 x 27 patches
+    (strategy "full"), and its images are resized to 384 x 384 uncropped, by the processor and by the data pipeline
+    alike."""
+    directory, tower = siglip
+    out = build_initial_model(str(sources.llm_dir), str(directory), tmp_path / "init", sp_variant="pooling",
+                              sp_num_tokens=3)
+    model, processor = load_llava_sp(out)
+    grid = SIGLIP_SIZE // TINY_VISION["patch_size"]
+    assert (model.config.vision_feature_select_strategy, model.config.image_tokens_per_image) == ("full", grid**2 + 3)
+    for name, tensor in tower.state_dict().items():
+        assert torch.equal(model.model.vision_tower.state_dict()[name], tensor), name
+
+    image = _noise_image(500, 300)
+    reference_pixels = SiglipImageProcessorPil.from_pretrained(directory)(image, return_tensors="pt").pixel_values
+    inputs = processor(images=image, text=PROMPT, return_tensors="pt")
+    assert torch.equal(inputs.pixel_values, reference_pixels)
+    assert int((inputs.input_ids == model.config.image_token_id).sum()) == grid**2 + 3
+    pipeline = LlavaSPImageProcessor.from_pretrained_dir(out, aspect="square")  # what jobs/preprocess.py reads
+    assert (pipeline.fit, pipeline.image_size, pipeline.image_mean) == ("squash", SIGLIP_SIZE, (0.5, 0.5, 0.5))
+    torch.testing.assert_close(pipeline([image]), reference_pixels, atol=1e-6, rtol=0)
+    with torch.no_grad():  # every patch of the penultimate layer goes through the projector
+        hidden = tower(reference_pixels, output_hidden_states=True).hidden_states[-2]
+        torch.testing.assert_close(model.image_features(reference_pixels), model.projector(hidden),
+                                   atol=1e-5, rtol=1e-5)
+    served_pixels = assert_serves_like_generate(out, model, image, aspect="square")  # Serve and batch evaluation
+    torch.testing.assert_close(served_pixels, reference_pixels, atol=1e-6, rtol=0)
+
+
+def test_a_whole_siglip_checkpoint_gives_its_vision_tower(sources, tmp_path):
+    text = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,
+            "vocab_size": 100}
+    whole = SiglipModel(SiglipConfig(text_config=text, vision_config=TINY_VISION | {"image_size": SIGLIP_SIZE}))
+    whole.save_pretrained(tmp_path / "siglip-whole")
+    out = build_initial_model(str(sources.llm_dir), str(tmp_path / "siglip-whole"), tmp_path / "init",
+                              sp_variant="none")
+    model, processor = load_llava_sp(out)
+    assert model.config.image_tokens_per_image == (SIGLIP_SIZE // TINY_VISION["patch_size"]) ** 2
+    assert type(processor.image_processor).__name__.startswith("SiglipImageProcessor")  # SigLIP's defaults
+    vision = model.model.vision_tower.state_dict()
+    assert set(vision) == set(whole.vision_model.state_dict())
+    for name, tensor in whole.vision_model.state_dict().items():
+        assert torch.equal(vision[name], tensor), name
