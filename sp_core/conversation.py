@@ -1,4 +1,4 @@
-"""Conversation templates -> input_ids + labels, with LLaVA's masking rules (SPEC.md Part B 2).
+"""Conversation templates -> input_ids + labels, with LLaVA's masking rules.
 
 - "plain" (stage 1): the human turn is replaced by a bare <image>; text = "<image>" + caption + "\n"; the
   caption and the newline are learned.

@@ -1,4 +1,4 @@
-"""DESIGN.md: arrows go jobs -> pipelines -> sp_core; sp_core never imports Ray or MLflow."""
+"""The layering: arrows go jobs -> pipelines -> sp_core; sp_core never imports Ray or MLflow."""
 
 import ast
 import subprocess

@@ -4,7 +4,7 @@
     benchmark = get_benchmark("pope")
     questions = benchmark.load_questions(Path("llava_pope_test.jsonl"))
     answers = [answer_record(question, generate(question), model_id="llava-sp") for question in questions]
-    metrics = benchmark.score(answers, Path("llava_pope_test.jsonl"), annotations=Path("pope/coco"))
+    metrics = benchmark.evaluate(answers, Path("llava_pope_test.jsonl"), annotations=Path("pope/coco"))
 
 Pure Python (no Ray, no torch); `python -m pipelines.benchmarks.score_cli score --help` scores answer files.
 """
@@ -17,9 +17,11 @@ from pipelines.benchmarks.base import (
     EvalQuestion,
     answer_record,
 )
+from pipelines.benchmarks.own import METRICS as OWN_METRICS
 from pipelines.benchmarks.registry import (
     BENCHMARKS,
     UnknownBenchmarkError,
+    benchmark_for,
     get_benchmark,
 )
 
@@ -27,10 +29,12 @@ __all__ = [
     "BENCHMARKS",
     "LOADER_MAX_NEW_TOKENS",
     "LONG_MAX_NEW_TOKENS",
+    "OWN_METRICS",
     "Benchmark",
     "BenchmarkDataError",
     "EvalQuestion",
     "UnknownBenchmarkError",
     "answer_record",
+    "benchmark_for",
     "get_benchmark",
 ]

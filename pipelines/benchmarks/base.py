@@ -1,7 +1,7 @@
 """The contract every evaluation benchmark keeps: what the model is asked, what it writes back, how it is scored.
 
 A benchmark module reads an official question file into `EvalQuestion`s, and scores the answer lines the model
-wrote back exactly as the official LLaVA / LLaVA-SP scripts do (SPEC.md section 5), so that our numbers can be
+wrote back exactly as the official LLaVA / LLaVA-SP scripts do, so that our numbers can be
 compared with the paper's. Answer lines are plain dicts in LLaVA's answer format (`answer_record`), so an answer
 file written here can also be fed to the official scripts, and one written by them can be scored here.
 
@@ -14,11 +14,14 @@ the synthetic metadata carries. Counts (`questions`, `missing`, ...) are plain i
 
 from __future__ import annotations
 
+import logging
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 # model_vqa_loader.py's default (VQAv2, GQA, TextVQA, VizWiz, POPE, MME, SEED); the scripts never override it.
 LOADER_MAX_NEW_TOKENS = 128
@@ -70,6 +73,34 @@ class Benchmark(ABC):
 
     name: str
 
+    def evaluate(self, answers: list[dict[str, Any]], questions_path: Path, annotations: Path | None,
+                 strict: bool = False) -> dict[str, float]:
+        """score() on the answer lines that match a question of the question file (of repeated ones, the last),
+        plus the counts of unmatched and duplicate answer lines and unanswered questions, so nothing is dropped
+        unseen; strict: any of them is an error instead, naming the question ids."""
+        from pipelines.benchmarks.records import check_answers, match_answers  # records imports this module
+
+        check_answers(answers)
+        question_keys = [self.question_key(question) for question in self.load_questions(questions_path)]
+        kept, coverage = match_answers(answers, question_keys, self.answer_question_key, self.answer_identity)
+        if not coverage.complete:
+            if strict:
+                raise BenchmarkDataError(f"{coverage.describe(self.name)} (strict)")
+            logger.warning("%s", coverage.describe(self.name))
+        return {**self.score(kept, questions_path, annotations), **coverage.metrics()}
+
+    def question_key(self, question: EvalQuestion) -> str:
+        """What identifies a question of the question file, for matching answer lines to it."""
+        return str(question.question_id)
+
+    def answer_question_key(self, answer: dict[str, Any]) -> str:
+        """The question_key of the question an answer line answers."""
+        return str(answer["question_id"])
+
+    def answer_identity(self, answer: dict[str, Any]) -> str:
+        """What makes two answer lines the same answer (a repeat): by default, answering the same question."""
+        return self.answer_question_key(answer)
+
     @abstractmethod
     def load_questions(self, questions_path: Path) -> list[EvalQuestion]:
         """The official question file as generation requests, in file order."""
@@ -80,6 +111,7 @@ class Benchmark(ABC):
         """Flat metric name -> number, computed as the official script computes it. `annotations` is the ground
         truth where the question file does not carry it (each module's docstring says which file or folder)."""
 
-    def write_submission(self, answers: list[dict[str, Any]], questions_path: Path, out_dir: Path) -> Path:
+    def write_submission(self, answers: list[dict[str, Any]], questions_path: Path, out_dir: Path,
+                         annotations: Path | None = None) -> Path:
         """The file an evaluation server expects, written under out_dir; only server-scored splits have one."""
         raise BenchmarkDataError(f"{self.name} has no submission format: it is scored locally with score()")

@@ -249,7 +249,8 @@ class MMVetBenchmark(Benchmark):
         metrics.update(questions=len(grades["total"]), missing=missing)
         return metrics
 
-    def write_submission(self, answers: list[dict[str, Any]], questions_path: Path, out_dir: Path) -> Path:
+    def write_submission(self, answers: list[dict[str, Any]], questions_path: Path, out_dir: Path,
+                         annotations: Path | None = None) -> Path:
         check_answers(answers)
         results = {f"{MMVET_KEY_PREFIX}{answer['question_id']}": answer["text"] for answer in answers}
         out_dir.mkdir(parents=True, exist_ok=True)

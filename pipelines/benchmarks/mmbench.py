@@ -166,6 +166,9 @@ class MMBenchBenchmark(Benchmark):
         options, option_char = row.rotated(round_id)
         return list(options), list(option_char)
 
+    def answer_identity(self, answer: dict[str, Any]) -> str:
+        return f"{answer['question_id']} round {answer.get('round_id', 0)}"  # circular rounds share a question_id
+
     def score(self, answers: list[dict[str, Any]], questions_path: Path,
               annotations: Path | None) -> dict[str, float]:
         header, rows = read_mmbench_tsv(questions_path)
@@ -197,7 +200,8 @@ class MMBenchBenchmark(Benchmark):
                 "circular_accuracy": 100.0 * ratio(sum(circular), len(circular)),
                 "questions": len(rows), "circular_groups": len(groups), "missing": missing}
 
-    def write_submission(self, answers: list[dict[str, Any]], questions_path: Path, out_dir: Path) -> Path:
+    def write_submission(self, answers: list[dict[str, Any]], questions_path: Path, out_dir: Path,
+                         annotations: Path | None = None) -> Path:
         header, rows = read_mmbench_tsv(questions_path)
         check_answers(answers)
         predictions = {id_key(answer["question_id"]): answer["text"] for answer in answers}  # last line wins

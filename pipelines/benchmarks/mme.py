@@ -1,6 +1,8 @@
 r"""MME: LLaVA's convert_answer_to_mme.py followed by MME's eval_tool/calculation.py (both outside the LLaVA-SP repo).
 
-Questions: LLaVA's `llava_mme.jsonl` ({question_id: "<category>/<image file>", image, text, category}).
+Questions: LLaVA's `llava_mme.jsonl` ({question_id: "<category>/<image file>", image, text, category}); the two
+questions of an image share its question_id, so an answer line is matched by question_id and prompt, and one
+without a prompt is refused (the converter needs it too).
 Annotations (`--annotations`): `MME_Benchmark_release_version/`, one folder per sub-task holding "question\tanswer"
 .txt files (directly, or under questions_answers_YN/), one .txt per image.
 
@@ -23,7 +25,6 @@ from typing import Any
 from pipelines.benchmarks.base import Benchmark, BenchmarkDataError, EvalQuestion
 from pipelines.benchmarks.records import (
     check_answers,
-    id_key,
     loader_questions,
     metric_key,
     ratio,
@@ -77,20 +78,21 @@ class MMEBenchmark(Benchmark):
     def load_questions(self, questions_path: Path) -> list[EvalQuestion]:
         return loader_questions(questions_path)
 
+    def question_key(self, question: EvalQuestion) -> str:
+        return f"{question.question_id}\t{question.prompt}"  # the two questions of an image share its question_id
+
+    def answer_question_key(self, answer: dict[str, Any]) -> str:
+        return f"{answer['question_id']}\t{answer_prompt(answer)}"
+
     def score(self, answers: list[dict[str, Any]], questions_path: Path,
               annotations: Path | None) -> dict[str, float]:
         truth = mme_ground_truth(annotations)
         check_answers(answers)
-        prompts = {id_key(q.question_id): q.prompt for q in self.load_questions(questions_path)}
         lines: dict[str, list[tuple[str, str]]] = defaultdict(list)
         for index, answer in enumerate(answers, start=1):
             question_id = str(answer["question_id"])
             category, file = question_id.split("/")[0], question_id.split("/")[-1].split(".")[0] + ".txt"
-            prompt = answer.get("prompt", prompts.get(id_key(question_id)))
-            if prompt is None:
-                raise BenchmarkDataError(f"answer {index} (question_id {question_id}): no 'prompt' and no such "
-                                         f"question in {questions_path}")
-            question = mme_prompt(str(prompt), category, file, truth)
+            question = mme_prompt(answer_prompt(answer, index), category, file, truth)
             if (category, file, question) not in truth:
                 raise BenchmarkDataError(f"answer {index} (question_id {question_id}): no ground truth in "
                                          f"{annotations} for {category}/{file} question {question!r}")
@@ -105,6 +107,15 @@ class MMEBenchmark(Benchmark):
         metrics["perception"] = sum(metrics.get(f"{metric_key(t)}/score", 0.0) for t in PERCEPTION)
         metrics["cognition"] = sum(metrics.get(f"{metric_key(t)}/score", 0.0) for t in COGNITION)
         return metrics
+
+
+def answer_prompt(answer: dict[str, Any], index: int | None = None) -> str:
+    """The answer line's prompt, which tells the two questions of an image apart (the converter reads it too)."""
+    if not isinstance(answer.get("prompt"), str):
+        where = f"answer {index}" if index is not None else "an answer"
+        raise BenchmarkDataError(f"{where} (question_id {answer.get('question_id')}): no 'prompt' string; MME "
+                                 "tells the two questions of an image apart by the prompt the loader recorded")
+    return answer["prompt"]
 
 
 def mme_ground_truth(annotations: Path | None) -> dict[tuple[str, str, str], str]:

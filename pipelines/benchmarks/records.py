@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -140,3 +141,62 @@ def loader_questions(path: Path, max_new_tokens: int = LOADER_MAX_NEW_TOKENS) ->
         questions.append(EvalQuestion(question_id=row["question_id"], prompt=str(row["text"]),
                                       image=row.get("image"), max_new_tokens=max_new_tokens, metadata=metadata))
     return questions
+
+
+SHOWN_IDS = 5  # ids an error or warning lists before it counts the rest
+
+
+@dataclass(frozen=True)
+class AnswerCoverage:
+    """How an answer file covers a question file: answer lines that match no question, answer lines repeating an
+    earlier one's question, and questions left without an answer."""
+
+    unmatched: list[str]
+    duplicates: list[str]
+    unanswered: list[str]
+
+    @property
+    def complete(self) -> bool:
+        return not (self.unmatched or self.duplicates or self.unanswered)
+
+    def metrics(self) -> dict[str, int]:
+        return {"unmatched_answers": len(self.unmatched), "duplicate_answers": len(self.duplicates),
+                "unanswered": len(self.unanswered)}
+
+    def describe(self, benchmark: str) -> str:
+        parts = [f"{len(ids)} {what} ({_shown(ids)})" for ids, what in (
+            (self.unmatched, "answer line(s) match no question of the question file, not scored"),
+            (self.duplicates, "answer line(s) repeat an earlier answer's question, the last one is scored"),
+            (self.unanswered, "question(s) have no answer and count as wrong"))
+            if ids]
+        return f"{benchmark}: " + "; ".join(parts)
+
+
+def _shown(ids: list[str]) -> str:
+    more = f", ... {len(ids) - SHOWN_IDS} more" if len(ids) > SHOWN_IDS else ""
+    return "question_id " + ", ".join(ids[:SHOWN_IDS]) + more
+
+
+def match_answers(
+    answers: list[dict[str, Any]],
+    question_keys: list[str],
+    answer_question_key: Callable[[dict[str, Any]], str],
+    answer_identity: Callable[[dict[str, Any]], str],
+) -> tuple[list[dict[str, Any]], AnswerCoverage]:
+    """The answer lines that match a question, one per identity (the last line, at the first one's place, as the
+    official scripts' dict comprehensions keep it), and the coverage."""
+    known = set(question_keys)
+    kept: dict[str, dict[str, Any]] = {}
+    unmatched, duplicates = [], []
+    for answer in answers:
+        key = answer_question_key(answer)
+        if key not in known:
+            unmatched.append(key)
+            continue
+        identity = answer_identity(answer)
+        if identity in kept:
+            duplicates.append(identity)
+        kept[identity] = answer
+    answered = {answer_question_key(answer) for answer in kept.values()}
+    unanswered = [key for key in question_keys if key not in answered]
+    return list(kept.values()), AnswerCoverage(unmatched, duplicates, unanswered)

@@ -1,6 +1,6 @@
 """RefCOCO / RefCOCO+ / RefCOCOg grounding: box accuracy at IoU >= 0.5.
 
-Neither LLaVA-SP nor upstream LLaVA-1.5 ships a grounding evaluation (SPEC section 5), so this module states its
+Neither LLaVA-SP nor upstream LLaVA-1.5 ships a grounding evaluation, so this module states its
 own assumptions:
 
 - Question file (JSON lines, one referring expression each): {question_id, image, bbox, width, height} plus either

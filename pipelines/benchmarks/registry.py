@@ -11,6 +11,7 @@ from pipelines.benchmarks.judge import LlavaBenchBenchmark, MMVetBenchmark
 from pipelines.benchmarks.mmbench import MMBenchBenchmark
 from pipelines.benchmarks.mme import MMEBenchmark
 from pipelines.benchmarks.mmvp import MMVPBenchmark
+from pipelines.benchmarks.own import OwnBenchmark
 from pipelines.benchmarks.pope import PopeBenchmark
 from pipelines.benchmarks.refcoco import RefCOCOBenchmark
 from pipelines.benchmarks.scienceqa import ScienceQABenchmark
@@ -52,3 +53,14 @@ def get_benchmark(name: str) -> Benchmark:
         return BENCHMARKS[name]
     except KeyError:
         raise UnknownBenchmarkError(f"unknown benchmark {name!r}; known: {', '.join(sorted(BENCHMARKS))}") from None
+
+
+def benchmark_for(name: str, metric: str = "") -> Benchmark:
+    """A paper benchmark by its name; with `metric`, the user's own question file under the user's name for it,
+    scored with that metric (own.py)."""
+    if not metric:
+        return get_benchmark(name)
+    if name in BENCHMARKS:
+        raise UnknownBenchmarkError(f"benchmark {name!r} with metric={metric}: {name} is a paper benchmark scored by "
+                                    "its own rules; give your own benchmark another name")
+    return OwnBenchmark(name, metric)

@@ -7,9 +7,12 @@ answer, data_type}], "question_type": {name: id}}).
 A question is right iff the answer text **equals** its answer letter exactly (no stripping or case folding).
 Every annotated question counts; one with no answer line is wrong. Metrics (percent): `accuracy` over all
 questions, `image_accuracy` / `video_accuracy` over those data types (LLaVA reports the image one), and one per
-question type, named after the type (`type/scene_understanding`, ...). Ids match after int() where possible,
-on both sides ("007" is 7). `write_submission` writes the upload jsonl ({question_id, prediction}) for every
-question of the question file; a missing answer is an error, as upstream's lookup fails on it.
+question type, named after the type (`type/scene_understanding`, ...). An annotated question is looked up as the
+converter looks it up: its id through int() where it converts ("007" -> 7), against the answer lines' question_id
+as written (an int 7 matches, a string "7" does not). `write_submission` writes the converter's upload jsonl: one
+{question_id, prediction} per question of SEED-Bench.json, in its order, with the annotation's own question_id
+(a string such as "000"), found as the id itself and else through int(); a question without an answer is an error
+naming it, where upstream's lookup fails.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 from pipelines.benchmarks.base import Benchmark, BenchmarkDataError, EvalQuestion
 from pipelines.benchmarks.records import (
     annotation_file,
-    answers_by_id,
+    check_answers,
     id_key,
     loader_questions,
     metric_key,
@@ -52,7 +55,7 @@ class SEEDBenchmark(Benchmark):
         missing = 0
         for where, row in numbered(rows, path):
             require_fields(row, ("question_id", "question_type_id", "answer"), where)
-            answer = predictions.get(_seed_key(row["question_id"]))
+            answer = predictions.get(_converter_key(row["question_id"]))
             missing += answer is None
             right = answer is not None and answer["text"] == row["answer"]
             by_type[type_names.get(id_key(row["question_type_id"]), id_key(row["question_type_id"]))].append(right)
@@ -69,30 +72,41 @@ class SEEDBenchmark(Benchmark):
         metrics.update(questions=len(everything), missing=missing)
         return metrics
 
-    def write_submission(self, answers: list[dict[str, Any]], questions_path: Path, out_dir: Path) -> Path:
-        """The upload jsonl over the questions of the question file (LLaVA's holds every SEED question)."""
+    def write_submission(self, answers: list[dict[str, Any]], questions_path: Path, out_dir: Path,
+                         annotations: Path | None = None) -> Path:
+        """convert_seed_for_submission.py's upload: every question of SEED-Bench.json, under its own id."""
+        path, rows, _ = _annotations(annotations)
         predictions = _predictions(answers)
-        lines = []
-        for question in self.load_questions(questions_path):
-            answer = predictions.get(_seed_key(question.question_id))
+        lines, unanswered = [], []
+        for where, row in numbered(rows, path):
+            require_fields(row, ("question_id",), where)
+            question_id = row["question_id"]
+            answer = predictions.get(question_id, predictions.get(_converter_key(question_id)))
             if answer is None:
-                raise BenchmarkDataError(f"{questions_path}: question_id {question.question_id} has no answer; the "
-                                         "SEED upload needs every question")
-            lines.append(json.dumps({"question_id": question.question_id, "prediction": answer["text"]}))
+                unanswered.append(str(question_id))
+                continue
+            lines.append(json.dumps({"question_id": question_id, "prediction": answer["text"]}))
+        if unanswered:
+            raise BenchmarkDataError(f"{path}: {len(unanswered)} question(s) have no answer (question_id "
+                                     f"{', '.join(unanswered[:5])}); the SEED upload needs every question")
         out_dir.mkdir(parents=True, exist_ok=True)
         destination = out_dir / SUBMISSION_NAME
         destination.write_text("".join(line + "\n" for line in lines))
         return destination
 
 
-def _predictions(answers: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {_seed_key(key): answer for key, answer in answers_by_id(answers).items()}
+def _predictions(answers: list[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
+    """question_id as written in the answer line (int or string) -> answer; the last line wins."""
+    check_answers(answers)
+    return {answer["question_id"]: answer for answer in answers}
 
 
-def _seed_key(question_id: Any) -> str:
-    """Upstream converts the annotation's id with int() when it can; "007" and 7 are the same question."""
-    text = str(question_id)
-    return str(int(text)) if text.lstrip("-").isdigit() else text
+def _converter_key(question_id: Any) -> Any:
+    """The converter's `int(question_id)`, falling back to the id itself when it is not a number."""
+    try:
+        return int(question_id)
+    except (TypeError, ValueError):
+        return question_id
 
 
 def _annotations(annotations: Path | None) -> tuple[Path, list[Any], dict[str, str]]:

@@ -6,7 +6,7 @@ Annotations (`--annotations`): `TextVQA_0.5.1_val.json` ({"data": [{image_id, qu
 
 As the official script, every *answer line* is scored: its question is recovered from the answer's prompt
 (`question_from_prompt`), lower-cased, and looked up as (answer question_id, question) among the annotations keyed
-by (image_id, question). SPEC infers that LLaVA's question_id there is the image_id; in case a file carries the
+by (image_id, question). LLaVA's question_id there appears to be the image_id; in case a file carries the
 TextVQA question_id instead, the (question_id, question) key is tried second. No match is an error (upstream: a
 KeyError). The number is the mean soft accuracy x 100.
 """

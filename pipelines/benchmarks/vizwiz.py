@@ -1,13 +1,16 @@
-"""VizWiz-VQA: submission for the EvalAI server, and the same soft accuracy locally when annotations are at hand.
+"""VizWiz-VQA: submission for the EvalAI server, and the VizWiz API's accuracy locally when annotations are at hand.
 
 Questions: LLaVA's `llava_test.jsonl` ({question_id, image, text}); the text carries "When the provided information
-is insufficient, respond with 'Unanswerable'." before the short-answer suffix (SPEC: file contents unconfirmed).
+is insufficient, respond with 'Unanswerable'." before the short-answer suffix.
 `write_submission` is convert_vizwiz_for_submission.py: every question must have been answered (upstream asserts
 it; here the error lists the unanswered ids), and each becomes {image, answer: EvalAI-normalised text}.
 
 Local scoring (`--annotations`): VizWiz's `val.json` ([{image, question, answers: [{answer, ...} x10],
-answer_type}]), matched to questions by image file name. Every question of the question file is scored; an
-unanswered one scores 0. Accuracy is the soft VQA accuracy x 100, also per answer_type.
+answer_type}]), matched to questions by image file name, scored as the official chain scores it: the converter's
+EvalAI-normalised text (what write_submission uploads) through the VizWiz API's evaluation (`vizwiz_api_accuracy`:
+human answers as annotated, never normalised). Every question of the question file is scored; an unanswered one
+scores 0. `accuracy` and the per-answer-type figures are the VizWiz API's; `evalai/accuracy` is both sides through
+the EvalAI processor, for comparison with numbers computed that way.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from pipelines.benchmarks.vqa_accuracy import (
     human_answer_texts,
     normalize_answer,
     soft_accuracy_metrics,
+    vizwiz_api_accuracy,
 )
 
 SUBMISSION_NAME = "vizwiz_submission.json"
@@ -51,7 +55,7 @@ class VizWizBenchmark(Benchmark):
                                "the EvalAI server: use write_submission)")
         truth = vizwiz_annotations(path)
         predictions = answers_by_id(answers)
-        items = []
+        api_items, evalai_items = [], []
         for question in self.load_questions(questions_path):
             image = _image_name(question, questions_path)
             if image not in truth:
@@ -59,13 +63,17 @@ class VizWizBenchmark(Benchmark):
                                          f"(question_id {question.question_id} of {questions_path})")
             human_answers, answer_type = truth[image]
             answer = predictions.get(id_key(question.question_id))
-            items.append(SoftAccuracyItem(None if answer is None else answer["text"], human_answers, answer_type,
-                                          f"{path}: image {image}"))
-        metrics = soft_accuracy_metrics(items)
-        warn_missing(self.name, int(metrics["missing"]), len(items))
+            text = None if answer is None else answer["text"]
+            uploaded = None if text is None else normalize_answer(text)  # convert_vizwiz_for_submission.py
+            api_items.append(SoftAccuracyItem(uploaded, human_answers, answer_type, f"{path}: image {image}"))
+            evalai_items.append(SoftAccuracyItem(text, human_answers, None, f"{path}: image {image}"))
+        metrics = soft_accuracy_metrics(api_items, vizwiz_api_accuracy)
+        metrics["evalai/accuracy"] = soft_accuracy_metrics(evalai_items)["accuracy"]
+        warn_missing(self.name, int(metrics["missing"]), len(api_items))
         return metrics
 
-    def write_submission(self, answers: list[dict[str, Any]], questions_path: Path, out_dir: Path) -> Path:
+    def write_submission(self, answers: list[dict[str, Any]], questions_path: Path, out_dir: Path,
+                         annotations: Path | None = None) -> Path:
         predictions = answers_by_id(answers)
         questions = self.load_questions(questions_path)
         unanswered = [question.question_id for question in questions

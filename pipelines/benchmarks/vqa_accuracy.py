@@ -6,15 +6,26 @@ the punctuation rule looks at the text as it was *before* any punctuation was to
 regex that passes `re.UNICODE` (32) as its `count`, so at most 32 periods are removed; number words only go up to
 ten; the contraction table has upper-case keys that can never match (the text is lower-cased first).
 
-Soft accuracy (`TextVQAAccuracyEvaluator`): with 10 human answers, an answer a scores the mean over the 10
-leave-one-out subsets of min(1, #(a among the other 9) / 3). This is the standard VQA accuracy averaged over the
-10-choose-9 subsets, so the same function scores VQAv2 and VizWiz locally when their annotations are available.
+Soft accuracy: with 10 human answers, an answer a scores the mean over the 10 leave-one-out subsets of
+min(1, #(a among the other 9) / 3). Three official scripts compute it, and differ in what they normalise:
+
+- `vqa_accuracy`, TextVQA's `TextVQAAccuracyEvaluator` (m4c_evaluator.py): the prediction and every human answer
+  through the full EvalAI processor above.
+- `vqa_api_accuracy`, the VQA API's vqaEval.py (GT-Vision-Lab/VQA, the official local VQAv2 scorer): the result's
+  answer gets the punctuation and digit/article steps (not the lower-casing and "'s" split the EvalAI processor
+  does first); the human answers are left exactly as annotated when all ten agree, and get only the punctuation
+  step when they differ. The leave-one-out compares whole answer dicts, as the script does.
+- `vizwiz_api_accuracy`, the VizWiz API's evaluation (vizwiz.org): the result's answer as in the VQA API, the human
+  answers never normalised, leave-one-out by position.
+
+LLaVA's converters upload the EvalAI-normalised text, so the VQA and VizWiz API scores are computed on that text,
+as they would be on the uploaded file.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,32 +128,73 @@ def vqa_accuracy(prediction: str, human_answers: Sequence[str]) -> float:
     return human_answer_scores(human_answers).get(normalize_answer(prediction), 0.0)
 
 
+def _api_result_answer(text: str) -> str:
+    """vqaEval.py's processing of a result's answer: whitespace, then punctuation, then digits/articles."""
+    text = text.replace("\n", " ").replace("\t", " ").strip()
+    return _digits_and_articles(_punctuation(text))
+
+
+def _leave_one_out_score(matches_left_out: Sequence[int]) -> float:
+    return sum(min(1.0, matches / 3) for matches in matches_left_out) / len(matches_left_out)
+
+
+def vqa_api_accuracy(submitted: str, human_answers: Sequence[dict[str, Any]]) -> float:
+    """The VQA API's (vqaEval.py) score in [0, 1] of one submitted answer against the annotation's answer dicts
+    ({"answer", "answer_confidence", "answer_id"}); raises ValueError unless there are exactly ten."""
+    if len(human_answers) != HUMAN_ANSWERS:
+        raise ValueError(f"expected {HUMAN_ANSWERS} human answers, got {len(human_answers)}")
+    result = _api_result_answer(submitted)
+    answers = [dict(answer) for answer in human_answers]
+    if len({answer["answer"] for answer in answers}) > 1:
+        for answer in answers:
+            answer["answer"] = _punctuation(answer["answer"])
+    # "other answers" are those unequal to the left-out dict: with answer_id in every dict, all but that one.
+    return _leave_one_out_score([sum(1 for other in answers if other != left_out and other["answer"] == result)
+                                 for left_out in answers])
+
+
+def vizwiz_api_accuracy(submitted: str, human_answers: Sequence[str]) -> float:
+    """The VizWiz API's score in [0, 1] of one submitted answer: human answers as annotated, leave-one-out by
+    position; raises ValueError unless there are exactly ten."""
+    if len(human_answers) != HUMAN_ANSWERS:
+        raise ValueError(f"expected {HUMAN_ANSWERS} human answers, got {len(human_answers)}")
+    result = _api_result_answer(submitted)
+    return _leave_one_out_score([sum(1 for index, other in enumerate(human_answers)
+                                     if index != left_out and other == result)
+                                 for left_out in range(len(human_answers))])
+
+
 @dataclass(frozen=True)
 class SoftAccuracyItem:
     """One question to score: the model's raw text (None if it gave no answer) and its 10 human answers."""
 
     prediction: str | None
-    human_answers: Sequence[str]
+    human_answers: Sequence[Any]  # strings, or the annotation's answer dicts where the scorer compares dicts
     answer_type: str | None  # VQAv2's "yes/no" / "number" / "other", VizWiz's "unanswerable" / ...; None if absent
     where: str  # file and question, for the error when the human answers are not ten
+    question_type: str | None = None  # VQAv2's "what color is the", ...; None if absent
 
 
-def soft_accuracy_metrics(items: Sequence[SoftAccuracyItem]) -> dict[str, float]:
-    """accuracy (percent, as the servers report it), per-answer-type accuracy, questions and missing counts."""
+def soft_accuracy_metrics(items: Sequence[SoftAccuracyItem],
+                          score_one: Callable[[str, Sequence[Any]], float] = vqa_accuracy) -> dict[str, float]:
+    """accuracy (percent, as the scripts print it), per answer type and per question type, questions and missing
+    counts; `score_one(prediction, human_answers)` is the script's per-question score (an unanswered one is 0)."""
     scores: list[float] = []
-    by_type: dict[str, list[float]] = {}
+    by_group: dict[str, list[float]] = {}
     for item in items:
         try:
-            score = 0.0 if item.prediction is None else vqa_accuracy(item.prediction, item.human_answers)
+            score = 0.0 if item.prediction is None else score_one(item.prediction, item.human_answers)
         except ValueError as error:
             raise BenchmarkDataError(f"{item.where}: {error}") from None
         scores.append(score)
         if item.answer_type is not None:
-            by_type.setdefault(metric_key(item.answer_type), []).append(score)
+            by_group.setdefault(f"{metric_key(item.answer_type)}/accuracy", []).append(score)
+        if item.question_type is not None:
+            by_group.setdefault(f"question_type/{metric_key(item.question_type)}", []).append(score)
     metrics: dict[str, float] = {"accuracy": 100.0 * ratio(sum(scores), len(scores)), "questions": len(scores),
                                  "missing": sum(item.prediction is None for item in items)}
-    for answer_type, type_scores in sorted(by_type.items()):
-        metrics[f"{answer_type}/accuracy"] = 100.0 * ratio(sum(type_scores), len(type_scores))
+    for name, group_scores in sorted(by_group.items()):
+        metrics[name] = 100.0 * ratio(sum(group_scores), len(group_scores))
     return metrics
 
 

@@ -7,13 +7,19 @@ route is `write_submission` (convert_vqav2_for_submission.py): for every questio
 accuracy (averaged over the 10-choose-9 human subsets, see vqa_accuracy.py).
 
 Local scoring (`--annotations`): a VQA-format annotation file (e.g. v2_mscoco_val2014_annotations.json:
-{"annotations": [{question_id, answers: [{answer}, ...10], answer_type}]}); every question of the question file is
-scored, and a question without an answer scores 0, as its "" would on the server.
+{"annotations": [{question_id, answers: [{answer, answer_confidence, answer_id}, ...10], answer_type,
+question_type}]}), scored as the official chain scores it: the converter's EvalAI-normalised text (what
+write_submission uploads) through the VQA API's vqaEval.py (`vqa_api_accuracy`: human answers normalised only when
+they disagree, and never "'s"-split or lower-cased). Every question of the question file is scored, and a question
+without an answer scores 0, as its "" would. `accuracy`, per answer type and per question type are vqaEval.py's
+figures; `evalai/accuracy` is the other convention, both sides through the EvalAI processor (TextVQA's evaluator,
+lmms-eval's local VQAv2 score), for comparison with numbers computed that way.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +39,7 @@ from pipelines.benchmarks.vqa_accuracy import (
     human_answer_texts,
     normalize_answer,
     soft_accuracy_metrics,
+    vqa_api_accuracy,
 )
 
 SUBMISSION_NAME = "vqav2_submission.json"
@@ -51,21 +58,27 @@ class VQAv2Benchmark(Benchmark):
                                "the EvalAI server: use write_submission)")
         truth = vqa_annotations(path)
         predictions = answers_by_id(answers)
-        items = []
+        api_items, evalai_items = [], []
         for question in self.load_questions(questions_path):
             key = id_key(question.question_id)
             if key not in truth:
                 raise BenchmarkDataError(f"{path}: no annotation for question_id {question.question_id} "
                                          f"of {questions_path}")
-            human_answers, answer_type = truth[key]
-            answer = predictions.get(key)
-            items.append(SoftAccuracyItem(None if answer is None else answer["text"], human_answers, answer_type,
-                                          f"{path}: question_id {question.question_id}"))
-        metrics = soft_accuracy_metrics(items)
-        warn_missing(self.name, int(metrics["missing"]), len(items))
+            annotation = truth[key]
+            text = None if key not in predictions else predictions[key]["text"]
+            where = f"{path}: question_id {question.question_id}"
+            uploaded = None if text is None else normalize_answer(text)  # convert_vqav2_for_submission.py
+            api_items.append(SoftAccuracyItem(uploaded, annotation.answers, annotation.answer_type, where,
+                                              annotation.question_type))
+            evalai_items.append(SoftAccuracyItem(text, [answer["answer"] for answer in annotation.answers], None,
+                                                 where))
+        metrics = soft_accuracy_metrics(api_items, vqa_api_accuracy)
+        metrics["evalai/accuracy"] = soft_accuracy_metrics(evalai_items)["accuracy"]
+        warn_missing(self.name, int(metrics["missing"]), len(api_items))
         return metrics
 
-    def write_submission(self, answers: list[dict[str, Any]], questions_path: Path, out_dir: Path) -> Path:
+    def write_submission(self, answers: list[dict[str, Any]], questions_path: Path, out_dir: Path,
+                         annotations: Path | None = None) -> Path:
         """Every question of `questions_path` (the test2015 file), normalised, "" where unanswered."""
         predictions = answers_by_id(answers)
         upload = []
@@ -79,8 +92,16 @@ class VQAv2Benchmark(Benchmark):
         return destination
 
 
-def vqa_annotations(path: Path) -> dict[str, tuple[list[str], str | None]]:
-    """question_id -> (human answers, answer_type) from a VQA-format annotation file."""
+@dataclass(frozen=True)
+class VQAAnnotation:
+    answers: list[dict[str, Any]]  # the ten human answer dicts, as annotated
+    answer_type: str | None
+    question_type: str | None
+
+
+def vqa_annotations(path: Path) -> dict[str, VQAAnnotation]:
+    """question_id -> its annotation, from a VQA-format annotation file. Human answers given as plain strings (not
+    the official format) become {"answer": text, "answer_id": position}."""
     loaded = read_json(path)
     rows = loaded.get("annotations") if isinstance(loaded, dict) else loaded
     if not isinstance(rows, list):
@@ -90,5 +111,10 @@ def vqa_annotations(path: Path) -> dict[str, tuple[list[str], str | None]]:
         if not isinstance(row, dict):
             raise BenchmarkDataError(f"{where}: expected an object, got {type(row).__name__}")
         require_fields(row, ("question_id", "answers"), where)
-        truth[id_key(row["question_id"])] = (human_answer_texts(row["answers"], where), row.get("answer_type"))
+        texts = human_answer_texts(row["answers"], where)
+        answers = [dict(answer) if isinstance(answer, dict) else {"answer": text, "answer_id": position}
+                   for position, (answer, text) in enumerate(zip(row["answers"], texts, strict=True), start=1)]
+        for answer, text in zip(answers, texts, strict=True):
+            answer["answer"] = text
+        truth[id_key(row["question_id"])] = VQAAnnotation(answers, row.get("answer_type"), row.get("question_type"))
     return truth

@@ -1,4 +1,4 @@
-"""Arrow schemas of the preprocessed shards and of the quarantine (DESIGN.md: contracts)."""
+"""Arrow schemas of the preprocessed shards and of the quarantine (the contract between preprocessing and training)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipelines.benchmarks import BENCHMARKS
+from pipelines.benchmarks import BENCHMARKS, OWN_METRICS
 from sp_core.image_processing import DEFAULT_ASPECT, DEFAULT_RESIZE, image_option_problems
 
 
@@ -20,7 +20,10 @@ class EvalModel:
 
 @dataclass
 class EvalBenchmark:
-    name: str = "synthetic"  # a key of pipelines.benchmarks.BENCHMARKS
+    name: str = "synthetic"  # a key of pipelines.benchmarks.BENCHMARKS, or your own benchmark's name (with metric)
+    # Your own question file: the metric it is scored with (exact | vqa | choice | yesno, see benchmarks/own.py);
+    # "" for the paper's benchmarks, which have their own scorers.
+    metric: str = ""
     questions: str = ""  # the question file; "" = the embedded synthetic test split (synthetic only)
     images: str = ""  # folder the questions' image paths are relative to; "" = the question file's folder
     annotations: str = ""  # ground truth where the question file lacks it (see the benchmark's docstring)
@@ -56,8 +59,18 @@ class EvaluateConfig:
         if not names or len(set(names)) != len(names):
             problems.append(f"models need unique names, got {names}")
         for benchmark in self.benchmarks:
-            if benchmark.name not in BENCHMARKS:
-                problems.append(f"benchmark {benchmark.name!r} is unknown; known: {', '.join(sorted(BENCHMARKS))}")
+            if benchmark.metric:
+                if benchmark.metric not in OWN_METRICS:
+                    problems.append(f"benchmark {benchmark.name}: metric {benchmark.metric!r} is unknown; choose one "
+                                    f"of {', '.join(OWN_METRICS)}")
+                if benchmark.name in BENCHMARKS:
+                    problems.append(f"benchmark {benchmark.name}: a paper benchmark is scored by its own rules; give "
+                                    "your own question file (metric=...) another name")
+                if not benchmark.questions:
+                    problems.append(f"benchmark {benchmark.name}: questions= is required")
+            elif benchmark.name not in BENCHMARKS:
+                problems.append(f"benchmark {benchmark.name!r} is unknown; known: {', '.join(sorted(BENCHMARKS))} "
+                                f"(or your own question file, with metric= one of {', '.join(OWN_METRICS)})")
             elif not benchmark.questions and benchmark.name != "synthetic":
                 problems.append(f"benchmark {benchmark.name}: questions= is required (only synthetic has a default)")
         benchmark_names = [benchmark.name for benchmark in self.benchmarks]

@@ -2,7 +2,8 @@
 
 Each actor holds one `LlavaSPGenerator` (sp_core's batched generation, the same path as the Serve endpoint) and
 answers a batch of questions in one decode loop. The driver appends answers to `answers.jsonl` as batches come
-back, so an interrupted run keeps what it finished and a re-run only asks the questions still missing. A question
+back, so an interrupted run keeps what it finished and a re-run only asks the questions still missing; answers are
+resumed only when the same model, question file and settings made them (answer_provenance.py). A question
 whose image cannot be read is not silently dropped: it goes to `errors.jsonl` with its reason, is counted, and is
 asked again on the next run.
 """
@@ -21,6 +22,7 @@ import ray
 from tqdm import tqdm
 
 from pipelines.benchmarks import EvalQuestion, answer_record
+from pipelines.evaluate.answer_provenance import AnswerProvenance, claim_answers
 from sp_core.conversation import IMAGE
 from sp_core.image_processing import ImageError, load_rgb_image
 from sp_core.inference import GenerationRequest, LlavaSPGenerator, SamplingParams
@@ -43,6 +45,7 @@ class PredictionSummary:
     answered_now: int
     errors: int  # questions that could not be asked this run (see errors.jsonl)
     answers_path: Path
+    resumed: str = ""  # what was resumed from where, or why nothing was
 
 
 class LlavaSPPredictor:
@@ -81,14 +84,17 @@ class LlavaSPPredictor:
 
 def predict(questions: list[EvalQuestion], model_dir: str, model_id: str, image_root: Path, out_dir: Path,
             batch_size: int, num_actors: int, cpus_per_actor: float, gpus_per_actor: float,
-            image_aspect: str, image_resize: str) -> PredictionSummary:
-    """Answer every question not yet in out_dir/answers.jsonl; returns counts."""
+            image_aspect: str, image_resize: str, provenance: AnswerProvenance) -> PredictionSummary:
+    """Answer every question not yet in out_dir/answers.jsonl (answers made by `provenance`'s inputs only);
+    returns counts."""
     out_dir.mkdir(parents=True, exist_ok=True)
     answers_path, errors_path = out_dir / ANSWERS_FILE, out_dir / ERRORS_FILE
+    resumed = claim_answers(answers_path, provenance)
+    logger.info("%s: %s", model_id, resumed)
     done = _answered_keys(answers_path)
     todo = {question_key(question.question_id, question.metadata): question for question in questions}
     todo = {key: question for key, question in todo.items() if key not in done}
-    summary = PredictionSummary(len(done), 0, 0, answers_path)
+    summary = PredictionSummary(len(done), 0, 0, answers_path, resumed)
     errors_path.unlink(missing_ok=True)  # errors describe the latest run only; their questions are retried
     if not todo:
         return summary

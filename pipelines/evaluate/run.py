@@ -20,10 +20,11 @@ from mlflow import MlflowClient
 from PIL import Image
 
 from pipelines import tracking
-from pipelines.benchmarks import EvalQuestion, get_benchmark
+from pipelines.benchmarks import Benchmark, EvalQuestion, benchmark_for
 from pipelines.config import flatten
 from pipelines.defaults import embedded_dataset
 from pipelines.evaluate import report
+from pipelines.evaluate.answer_provenance import AnswerProvenance, directory_digest, file_digest
 from pipelines.evaluate.attention import attention_maps, plot_attention
 from pipelines.evaluate.config import EvalBenchmark, EvalModel, EvaluateConfig
 from pipelines.evaluate.predict import PredictionSummary, predict, read_answers
@@ -40,6 +41,7 @@ class BenchmarkFiles:
     questions: Path
     images: Path
     annotations: Path | None
+    benchmark: Benchmark
 
 
 @dataclass
@@ -99,13 +101,15 @@ def _evaluate_model(model: EvalModel, config: EvaluateConfig, files: dict[str, B
     _, run_id = tracking.start_run(config.experiment, f"{config.run_name}-{model.name}",
                                    tags={"mlflow.parentRunId": parent, "kind": "evaluate", "model": model.name})
     client = MlflowClient(uri)
+    model_sha256 = directory_digest(model_dir)  # the weights' identity, which resumed answers must share
     tracking.log_params(uri, run_id, {"model.name": model.name, "model.source": model.source or "(embedded)",
-                                      "model.dir": str(model_dir), "benchmarks": ",".join(files)})
+                                      "model.dir": str(model_dir), "model.sha256": model_sha256,
+                                      "benchmarks": ",".join(files)})
     scores, summaries = {}, {}
     try:
         for name, benchmark_files in files.items():
-            scores[name], summaries[name] = _evaluate_benchmark(name, benchmark_files, model, model_dir, config,
-                                                                client, run_id)
+            scores[name], summaries[name] = _evaluate_benchmark(name, benchmark_files, model, model_dir, model_sha256,
+                                                                config, client, run_id)
         header, rows = report.headline_rows({model.name: scores})
         client.log_text(run_id, report.markdown(header, rows), "scores.md")
         if config.attention_maps:
@@ -118,28 +122,35 @@ def _evaluate_model(model: EvalModel, config: EvaluateConfig, files: dict[str, B
 
 
 def _evaluate_benchmark(name: str, benchmark_files: BenchmarkFiles, model: EvalModel, model_dir: Path,
-                        config: EvaluateConfig, client: MlflowClient,
+                        model_sha256: str, config: EvaluateConfig, client: MlflowClient,
                         run_id: str) -> tuple[dict[str, float], PredictionSummary]:
-    benchmark = get_benchmark(name)
+    benchmark = benchmark_files.benchmark
     out_dir = Path(config.output_dir) / model.name / name
     questions_path = _limited_questions(benchmark_files.questions, config.max_questions, out_dir)
     questions = benchmark.load_questions(questions_path)
     if config.max_new_tokens:
         for question in questions:
             question.max_new_tokens = min(question.max_new_tokens, config.max_new_tokens)
+    provenance = AnswerProvenance(
+        model_sha256=model_sha256, questions_sha256=file_digest(questions_path),
+        images=str(Path(benchmark_files.images).resolve()),
+        generation={"max_new_tokens": config.max_new_tokens, "image_aspect": config.image_aspect,
+                    "image_resize": config.image_resize},
+        model_dir=str(model_dir), questions=str(questions_path))
     summary = predict(questions, str(model_dir), model.name, benchmark_files.images, out_dir, config.batch_size,
                       config.num_actors, config.cpus_per_actor, config.gpus_per_actor, config.image_aspect,
-                      config.image_resize)
+                      config.image_resize, provenance)
     spec = next(spec for spec in config.benchmarks if spec.name == name)
     if spec.submission:
-        submission = benchmark.write_submission(read_answers(summary.answers_path), questions_path, out_dir)
+        submission = benchmark.write_submission(read_answers(summary.answers_path), questions_path, out_dir,
+                                                benchmark_files.annotations)
         client.log_artifact(run_id, str(submission), f"submissions/{name}")
     if spec.submission and benchmark_files.annotations is None:
         # A server-scored split (VQAv2 test-dev, VizWiz test, MMBench test): its ground truth is not public.
         logger.info("%s: no annotations, scored by its server from %s", name, submission)
         metrics = {"questions": len(questions)}
     else:
-        metrics = benchmark.score(read_answers(summary.answers_path), questions_path, benchmark_files.annotations)
+        metrics = benchmark.evaluate(read_answers(summary.answers_path), questions_path, benchmark_files.annotations)
     metrics = {**metrics, "eval_errors": summary.errors}
     logger.info("%s on %s: %s", model.name, name, json.dumps(metrics))
     client.log_batch(run_id, metrics=_mlflow_metrics(name, metrics))
@@ -152,14 +163,15 @@ def _evaluate_benchmark(name: str, benchmark_files: BenchmarkFiles, model: EvalM
 
 
 def _benchmark_files(spec: EvalBenchmark) -> BenchmarkFiles:
+    benchmark = benchmark_for(spec.name, spec.metric)
     if spec.name == "synthetic" and not spec.questions:
         dataset = embedded_dataset()
-        return BenchmarkFiles(dataset.test_jsonl, dataset.root, dataset.metadata_json)
+        return BenchmarkFiles(dataset.test_jsonl, dataset.root, dataset.metadata_json, benchmark)
     questions = Path(spec.questions)
     if not questions.exists():
         raise FileNotFoundError(f"benchmark {spec.name}: questions={spec.questions} does not exist")
     images = Path(spec.images) if spec.images else questions.parent
-    return BenchmarkFiles(questions, images, Path(spec.annotations) if spec.annotations else None)
+    return BenchmarkFiles(questions, images, Path(spec.annotations) if spec.annotations else None, benchmark)
 
 
 def _limited_questions(path: Path, limit: int, out_dir: Path) -> Path:
@@ -205,8 +217,8 @@ def _first_images(files: dict[str, BenchmarkFiles], count: int) -> list[tuple[st
     """The first `count` distinct question images, for the attention maps of every model."""
     found: list[tuple[str, Image.Image]] = []
     seen: set[str] = set()
-    for name, benchmark_files in files.items():
-        questions: list[EvalQuestion] = get_benchmark(name).load_questions(benchmark_files.questions)
+    for benchmark_files in files.values():
+        questions: list[EvalQuestion] = benchmark_files.benchmark.load_questions(benchmark_files.questions)
         for question in questions:
             if len(found) == count:
                 return found

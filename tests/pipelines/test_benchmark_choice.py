@@ -230,6 +230,21 @@ def test_mme_pairs_consecutive_answer_lines_and_rejects_odd_counts(mme_files):
         get_benchmark("mme").score(all_no[:3], questions, root)
 
 
+def test_mme_needs_each_answers_prompt(mme_files):
+    """Both questions of an image share its question_id: an answer line without its prompt cannot be placed (the
+    lookup by question_id scored LLaVA-1.5-13B's real answers 559.30 instead of 1531.32)."""
+    questions, root, rows = mme_files
+    answers = [answer(qid, "Yes", prompt + SUFFIX) for qid, prompt in rows]
+    del answers[1]["prompt"]
+    for score in (get_benchmark("mme").score, get_benchmark("mme").evaluate):
+        with pytest.raises(BenchmarkDataError,
+                           match=r"\(question_id existence/000000006040.jpg\): no 'prompt' string"):
+            score(answers, questions, root)
+    del answers[1]
+    metrics = get_benchmark("mme").evaluate(answers[:1] + answers[2:3], questions, root)
+    assert metrics["unanswered"] == 6  # matched by question_id and prompt: the bed question is not the train's
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # MMBench
 # ---------------------------------------------------------------------------------------------------------------
@@ -347,11 +362,30 @@ def test_seed_exact_string_equality_per_question_type(tmp_path):
     assert metrics == pytest.approx({"accuracy": 40.0, "image_accuracy": 25.0, "video_accuracy": 100.0,
                                      "type/scene_understanding": 50.0, "type/instance_identity": 100 / 3,
                                      "questions": 5, "missing": 1}, abs=1e-9)
-    with pytest.raises(BenchmarkDataError, match="question_id 105 has no answer"):
-        get_benchmark("seed").write_submission(answers, questions, tmp_path / "up")
-    path = get_benchmark("seed").write_submission(answers + [answer(105, "A")], questions, tmp_path / "up")
+    with pytest.raises(BenchmarkDataError, match=r"1 question\(s\) have no answer \(question_id 105\)"):
+        get_benchmark("seed").write_submission(answers, questions, tmp_path / "up", annotations)
+    path = get_benchmark("seed").write_submission(answers + [answer(105, "A")], questions, tmp_path / "up",
+                                                  annotations)
+    # The converter writes SEED-Bench.json's own ids (strings), in its order.
     assert [json.loads(line) for line in path.read_text().splitlines()][:2] == [
-        {"question_id": 101, "prediction": "A"}, {"question_id": 102, "prediction": "B."}]
+        {"question_id": "101", "prediction": "A"}, {"question_id": "102", "prediction": "B."}]
+
+
+def test_seed_looks_answers_up_by_the_int_of_the_annotation_id(tmp_path):
+    """convert_seed_for_submission.py: int("007") is 7; an answer line written with the string "007" is not found
+    by the score (int key) but is by the upload (the id itself first)."""
+    annotations = tmp_path / "SEED-Bench.json"
+    annotations.write_text(json.dumps({"question_type": {"Scene Understanding": 1}, "questions": [
+        {"question_id": "007", "question_type_id": 1, "answer": "A", "data_type": "image"},
+        {"question_id": "008", "question_type_id": 1, "answer": "B", "data_type": "image"}]}))
+    questions = write_jsonl(tmp_path / "q.jsonl", [{"question_id": 7, "image": "7.jpg", "text": "Q"},
+                                                   {"question_id": 8, "image": "8.jpg", "text": "Q"}])
+    answers = [answer(7, "A"), answer("008", "B")]
+    metrics = get_benchmark("seed").score(answers, questions, annotations)
+    assert (metrics["accuracy"], metrics["missing"]) == (50.0, 1)
+    path = get_benchmark("seed").write_submission(answers, questions, tmp_path / "up", annotations)
+    assert [json.loads(line) for line in path.read_text().splitlines()] == [
+        {"question_id": "007", "prediction": "A"}, {"question_id": "008", "prediction": "B"}]
 
 
 # ---------------------------------------------------------------------------------------------------------------

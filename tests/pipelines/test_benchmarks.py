@@ -1,10 +1,11 @@
 """pipelines/benchmarks: the shared contract (questions, answer lines, registry, errors), EvalAI normalisation and
 soft VQA accuracy (VQAv2, TextVQA, VizWiz), GQA, and the score CLI. Every expected number is worked out by hand
-in the comments from the official scripts' rules (SPEC.md section 5), not read back from the code."""
+in the comments from the official scripts' rules, not read back from the code."""
 
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,9 @@ from pipelines.benchmarks.textvqa import question_from_prompt
 from pipelines.benchmarks.vqa_accuracy import (
     human_answer_scores,
     normalize_answer,
+    vizwiz_api_accuracy,
     vqa_accuracy,
+    vqa_api_accuracy,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -165,20 +168,76 @@ def vqav2_files(tmp_path):
     questions = write_jsonl(tmp_path / "llava_vqav2.jsonl", [
         {"question_id": qid, "image": f"COCO_{qid}.jpg", "text": f"Question {qid}?" + SUFFIX} for qid in (1, 2, 3)])
     annotations = write_json(tmp_path / "annotations.json", {"annotations": [
-        {"question_id": 1, "answer_type": "number",
-         "answers": [{"answer": a} for a in ["2", "two", "Two", "3", "3", "3", "3", "three", "four", "4"]]},
-        {"question_id": 2, "answer_type": "yes/no", "answers": [{"answer": "yes"}] * 10},
-        {"question_id": 3, "answer_type": "other", "answers": [{"answer": "red"}] + [{"answer": "blue"}] * 9},
+        {"question_id": 1, "answer_type": "number", "question_type": "how many",
+         "answers": vqa_answers(["2", "two", "Two", "3", "3", "3", "3", "three", "four", "4"])},
+        {"question_id": 2, "answer_type": "yes/no", "question_type": "is the", "answers": vqa_answers(["yes"] * 10)},
+        {"question_id": 3, "answer_type": "other", "question_type": "what color is the",
+         "answers": vqa_answers(["red"] + ["blue"] * 9)},
     ]})
     return questions, annotations
 
 
-def test_vqav2_local_soft_accuracy_with_a_missing_answer(vqav2_files):
+def vqa_answers(texts: list[str]) -> list[dict]:
+    """Human answers as the VQA annotation files hold them."""
+    return [{"answer": text, "answer_confidence": "yes", "answer_id": number}
+            for number, text in enumerate(texts, start=1)]
+
+
+def test_vqav2_local_score_is_the_vqa_apis_on_the_uploaded_text(vqav2_files):
     questions, annotations = vqav2_files
     metrics = get_benchmark("vqav2").score([answer(1, "Two."), answer(2, "Yes")], questions, annotations)
-    # q1 0.9, q2 1.0, q3 unanswered 0 -> 63.33%
-    assert metrics == pytest.approx({"accuracy": 190 / 3, "number/accuracy": 90.0, "yes_no/accuracy": 100.0,
-                                     "other/accuracy": 0.0, "questions": 3, "missing": 1}, abs=1e-9)
+    # Uploaded "2" and "yes". q1: humans disagree, so only their punctuation is processed and "two"/"Two" stay
+    # words: one "2" -> 9 subsets of 1/3 -> 0.3; q2: 1.0; q3 unanswered: 0 -> 43.33%. Both sides through the
+    # EvalAI processor instead, q1 would be 0.9 (63.33%).
+    assert metrics == pytest.approx({
+        "accuracy": 130 / 3, "number/accuracy": 30.0, "yes_no/accuracy": 100.0, "other/accuracy": 0.0,
+        "question_type/how_many": 30.0, "question_type/is_the": 100.0, "question_type/what_color_is_the": 0.0,
+        "evalai/accuracy": 190 / 3, "questions": 3, "missing": 1}, abs=1e-9)
+
+
+# What the VQA API (vqaEval.py) scores for the uploaded (EvalAI-normalised) answer, read from its logic: the
+# result's answer gets punctuation + digits/articles, the human answers nothing when all ten agree, punctuation only
+# (no lower-casing, no "'s" split) when they differ.
+VQA_API_CASES = [
+    (["t-shirt"] * 10, "t-shirt", 0.0),  # uploaded "t shirt", humans unprocessed
+    (["none"] * 10, "none", 0.0),  # uploaded "0"
+    (["dog's"] * 10, "dog's", 0.0),  # uploaded "dog 's"
+    (["a lot"] * 10, "a lot", 0.0),  # uploaded "lot"
+    (["st. louis"] * 10, "st. louis", 0.0),  # uploaded "st louis"
+    (["coca-cola"] * 10, "Coca-Cola", 0.0),  # uploaded "coca cola"
+    (["the dog"] * 10, "the dog", 0.0),  # uploaded "dog"
+    (["yes"] * 10, "Yes.", 1.0),
+    (["t-shirt"] * 4 + ["shirt"] * 6, "t-shirt", 1.0),  # humans differ: "t-shirt" -> "t shirt" on both sides
+    (["Red"] * 3 + ["blue"] * 7, "red", 0.0),  # human answers are never lower-cased
+    (["two"] * 5 + ["2"] * 5, "two", 1.0),  # "two" -> "2" on the result side only; five humans said "2"
+    (["dog's"] * 5 + ["dog"] * 5, "dog's", 0.0),  # "'s" split on the upload, not on the humans
+    (["x"] + ["y"] * 9, "x", 0.3),
+]
+
+
+@pytest.mark.parametrize("humans, prediction, official", VQA_API_CASES)
+def test_vqa_api_cases(humans, prediction, official):
+    assert vqa_api_accuracy(normalize_answer(prediction), vqa_answers(humans)) == pytest.approx(official, abs=1e-12)
+
+
+def test_the_vqa_api_leaves_out_equal_answer_dicts_together():
+    """vqaEval.py drops every dict equal to the left-out one; without answer_id, equal answers go together."""
+    assert vqa_api_accuracy("yes", [{"answer": "yes"}] * 10) == 0.0
+    assert vqa_api_accuracy("yes", vqa_answers(["yes"] * 10)) == 1.0
+
+
+# The VizWiz API: the result's answer processed as in the VQA API, the human answers never.
+VIZWIZ_API_CASES = [
+    (["unanswerable"] * 10, "Unanswerable", 1.0),
+    (["t-shirt"] * 4 + ["shirt"] * 6, "t-shirt", 0.0),  # the humans' "t-shirt" is not processed even here
+    (["Red"] * 10, "red", 0.0),
+    (["2"] * 3 + ["two"] * 7, "two", 0.9),  # uploaded "2": three humans, 2/3 when one of them is left out
+]
+
+
+@pytest.mark.parametrize("humans, prediction, official", VIZWIZ_API_CASES)
+def test_vizwiz_api_cases(humans, prediction, official):
+    assert vizwiz_api_accuracy(normalize_answer(prediction), humans) == pytest.approx(official, abs=1e-12)
 
 
 def test_vqav2_submission_normalises_and_fills_missing_with_empty(vqav2_files, tmp_path):
@@ -241,13 +300,55 @@ def test_gqa_exact_match_after_rstrip_period_and_lower(tmp_path):
     answers = [answer("q1", "Yes..."), answer("q2", "Left side"), answer("q3", "red")]
     metrics = get_benchmark("gqa").score(answers, questions, annotations)
     # balanced q1 (right), q2 (wrong), q4 (missing); binary = q1, q4; open = q2; q3 is not balanced
-    assert metrics == pytest.approx({"accuracy": 100 / 3, "binary": 50.0, "open": 0.0, "questions": 3,
+    assert metrics == pytest.approx({"accuracy": 100 / 3, "binary": 50.0, "open": 0.0, "structural/verify": 100.0,
+                                     "structural/query": 0.0, "structural/logical": 0.0, "questions": 3,
                                      "missing": 1}, abs=1e-9)
     path = get_benchmark("gqa").write_submission(answers, questions, tmp_path / "out")
     assert path.name == "testdev_balanced_predictions.json"
     assert json.loads(path.read_text()) == [{"questionId": "q1", "prediction": "yes"},
                                             {"questionId": "q2", "prediction": "left side"},
                                             {"questionId": "q3", "prediction": "red"}]
+
+
+def test_gqa_reports_eval_pys_detailed_figures_and_distribution(tmp_path):
+    questions = write_jsonl(tmp_path / "q.jsonl", [
+        {"question_id": qid, "image": "n1.jpg", "text": "q" + SUFFIX} for qid in ("q1", "q2")])
+    annotations = write_json(tmp_path / "testdev_balanced_questions.json", {
+        "q1": {"answer": "red", "isBalanced": True, "question": "What color is the ball?",
+               "types": {"structural": "query", "semantic": "attr"}, "groups": {"global": "color"},
+               "semantic": [{"operation": "select", "argument": "ball"}, {"operation": "query", "argument": "color"}]},
+        "q2": {"answer": "blue", "isBalanced": True, "question": "What color is it?",
+               "types": {"structural": "query", "semantic": "attr"}, "groups": {"global": "color"},
+               "semantic": [{"operation": "select", "argument": "cup"}, {"operation": "query", "argument": "name"}]},
+    })
+    metrics = get_benchmark("gqa").score([answer("q1", "Red."), answer("q2", "red")], questions, annotations)
+    # steps: "query: name" is not a step, so q1 has 2 and q2 1. Distribution of the "color" group: gold
+    # {red: 1, blue: 1}, predicted {red: 2}: (2-1)^2/1 + (0-1)^2/1 = 2, weighted by the group's 2 questions over
+    # 2 questions -> 2.0, / 100.
+    assert metrics == pytest.approx({
+        "accuracy": 50.0, "binary": 0.0, "open": 50.0, "structural/query": 50.0, "semantic/attr": 50.0,
+        "steps/2": 100.0, "steps/1": 0.0, "words/5": 100.0, "words/4": 0.0, "distribution": 0.02,
+        "questions": 2, "missing": 0}, abs=1e-12)
+
+
+def test_gqa_counts_every_structural_type_but_query_as_binary(tmp_path):
+    """eval.py: open iff types.structural is "query"; choose and compare questions are binary."""
+    questions = write_jsonl(tmp_path / "q.jsonl", [
+        {"question_id": qid, "image": "n1.jpg", "text": "q" + SUFFIX} for qid in ("c", "q", "m")])
+    annotations = write_json(tmp_path / "testdev_balanced_questions.json", {
+        "c": {"answer": "left", "isBalanced": True, "types": {"structural": "choose"}},
+        "q": {"answer": "red", "isBalanced": True, "types": {"structural": "query"}},
+        "m": {"answer": "no", "isBalanced": True, "types": {"structural": "compare"}},
+    })
+    metrics = get_benchmark("gqa").score([answer("c", "Left."), answer("q", "blue")], questions, annotations)
+    assert metrics == pytest.approx({"accuracy": 100 / 3, "binary": 50.0, "open": 0.0, "structural/choose": 100.0,
+                                     "structural/query": 0.0, "structural/compare": 0.0, "questions": 3,
+                                     "missing": 1}, abs=1e-9)
+    only_two = get_benchmark("gqa").score([answer("c", "Left."), answer("q", "blue")],
+                                          write_jsonl(tmp_path / "q2.jsonl", [
+                                              {"question_id": qid, "image": "n1.jpg", "text": "q"} for qid in "cq"]),
+                                          annotations)
+    assert (only_two["binary"], only_two["open"], only_two["accuracy"]) == (100.0, 0.0, 50.0)  # the issue's case
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -272,7 +373,7 @@ def test_vizwiz_local_accuracy_matches_questions_by_image(vizwiz_files):
                                             annotations)
     # 1.0 and 3-of-10 "white" = 0.9
     assert metrics == pytest.approx({"accuracy": 95.0, "unanswerable/accuracy": 100.0, "other/accuracy": 90.0,
-                                     "questions": 2, "missing": 0}, abs=1e-9)
+                                     "evalai/accuracy": 95.0, "questions": 2, "missing": 0}, abs=1e-9)
 
 
 def test_vizwiz_submission_requires_every_answer(vizwiz_files, tmp_path):
@@ -309,7 +410,8 @@ def test_cli_prints_one_json_object_and_exits_zero(synthetic_files):
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.strip().splitlines()) == 1
     assert json.loads(result.stdout) == {"accuracy": 0.5, "colour/accuracy": 1.0, "shape/accuracy": 0.0,
-                                         "questions": 2, "missing": 0}
+                                         "questions": 2, "missing": 0, "unmatched_answers": 0,
+                                         "duplicate_answers": 0, "unanswered": 0}
 
 
 def test_cli_bad_input_exits_two_with_one_line_on_stderr(synthetic_files, tmp_path):
@@ -342,3 +444,41 @@ def test_cli_usage_unknown_benchmark_and_missing_judge_are_one_line_errors(synth
         assert captured.out == ""
         lines = captured.err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("score: error: ") and message in lines[0], lines
+
+
+def test_unmatched_repeated_and_missing_answers_are_counted_and_strict_refuses_them(tmp_path, capsys, caplog):
+    """An answer to a question not in the file is reported, not silently ignored (GQA, ScienceQA, SEED and VQAv2
+    used to skip it); a repeat scores its last line; an unanswered question is wrong; --strict fails on any."""
+    questions = write_jsonl(tmp_path / "q.jsonl", [
+        {"question_id": qid, "image": "n1.jpg", "text": "q" + SUFFIX} for qid in ("q1", "q2", "q3")])
+    annotations = write_json(tmp_path / "testdev_balanced_questions.json", {
+        qid: {"answer": "left", "isBalanced": True, "types": {"structural": "query"}} for qid in ("q1", "q2", "q3")})
+    answers = [answer("q1", "left"), answer("q9", "left"), answer("q2", "right"), answer("q2", "Left.")]
+    metrics = get_benchmark("gqa").evaluate(answers, questions, annotations)
+    assert metrics["accuracy"] == pytest.approx(200 / 3)  # q1 and q2 (its last line) right, q3 unanswered
+    assert (metrics["unmatched_answers"], metrics["duplicate_answers"], metrics["unanswered"]) == (1, 1, 1)
+
+    answers_file = write_jsonl(tmp_path / "answers.jsonl", answers)
+    argv = ["score", "--benchmark", "gqa", "--questions", str(questions), "--answers", str(answers_file),
+            "--annotations", str(annotations)]
+    with caplog.at_level(logging.WARNING, logger="pipelines.benchmarks.base"):
+        assert score_main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["unmatched_answers"] == 1
+    assert "1 answer line(s) match no question of the question file, not scored (question_id q9)" in caplog.text
+    assert score_main(argv + ["--strict"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("score: error: gqa: 1 answer line(s) match no question") and "(strict)" in error
+    assert "question(s) have no answer and count as wrong (question_id q3)" in error
+
+
+@pytest.mark.parametrize("name", ["scienceqa", "seed", "vqav2", "pope", "mme", "textvqa", "vizwiz"])
+def test_every_benchmark_reports_an_answer_to_an_unknown_question(name, tmp_path):
+    """The same accounting for every benchmark, before its scorer sees the answers."""
+    if name == "scienceqa":
+        questions = write_json(tmp_path / "llava_test_CQM-A.json",
+                               [{"id": "known", "conversations": [{"from": "human", "value": "q"}]}])
+    else:
+        questions = write_jsonl(tmp_path / "q.jsonl", [{"question_id": "known", "image": "a.jpg", "text": "q"}])
+    benchmark = get_benchmark(name)
+    with pytest.raises(BenchmarkDataError, match=r"1 answer line\(s\) match no question .*question_id stranger"):
+        benchmark.evaluate([answer("stranger", "yes", "q")], questions, None, strict=True)

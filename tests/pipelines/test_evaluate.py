@@ -10,6 +10,7 @@ import torch
 from mlflow import MlflowClient
 
 from pipelines.config import ConfigError, load_config
+from pipelines.evaluate.answer_provenance import AnswerProvenance, directory_digest, file_digest, read_provenance
 from pipelines.evaluate.config import EvalBenchmark, EvalModel, EvaluateConfig
 from pipelines.evaluate.predict import predict, read_answers
 
@@ -89,8 +90,9 @@ def test_a_rerun_asks_only_the_missing_questions(first_run):
         question.max_new_tokens = 4
     summary = predict(questions, str(embedded_model_dir("cropping")), "crop", embedded_dataset().root, out_dir,
                       batch_size=8, num_actors=1, cpus_per_actor=1.0, gpus_per_actor=0.0, image_aspect="pad",
-                      image_resize="torch")
+                      image_resize="torch", provenance=read_provenance(out_dir))  # the first run's inputs
     assert (summary.answered_before, summary.answered_now, summary.errors) == (3, 3, 0)
+    assert summary.resumed.startswith(f"resuming 3 answers from {answers_path} (same model sha256 ")
     after = read_answers(answers_path)
     assert [(line["question_id"], line["text"]) for line in after] == [(line["question_id"], line["text"])
                                                                        for line in before]
@@ -108,9 +110,11 @@ def test_a_question_whose_image_is_missing_is_counted_and_retried(first_run, tmp
     questions = get_benchmark("synthetic").load_questions(questions_path)
     for question in questions:
         question.max_new_tokens = 2
+    provenance = AnswerProvenance(directory_digest(embedded_model_dir("cropping")), file_digest(questions_path),
+                                  str(dataset.root), {"image_aspect": "pad", "image_resize": "torch"})
     summary = predict(questions, str(embedded_model_dir("cropping")), "crop", dataset.root, tmp_path / "out",
                       batch_size=8, num_actors=1, cpus_per_actor=1.0, gpus_per_actor=0.0, image_aspect="pad",
-                      image_resize="torch")
+                      image_resize="torch", provenance=provenance)
     assert (summary.answered_now, summary.errors) == (2, 1)
     errors = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
     assert len(errors) == 1 and "not-there.png" in errors[0]["reason"]
@@ -132,6 +136,43 @@ def test_score_subcommand_prints_one_json_object(first_run):
     failed = subprocess.run([sys.executable, "jobs/evaluate.py", "score", "--benchmark", "nope", "--questions", "x",
                              "--answers", "y"], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert failed.returncode == 2 and failed.stderr.startswith("score: error:") and "synthetic" in failed.stderr
+
+
+def test_your_own_question_file_goes_through_evaluation_into_the_mlflow_comparison(ray_session, environment,
+                                                                                      tmp_path):
+    """A user's LLaVA-format question file with a category field, scored with a metric of their choice, beside a
+    paper-style benchmark in the same comparison table."""
+    from pipelines.defaults import embedded_dataset
+    from pipelines.evaluate.run import evaluate
+
+    dataset = embedded_dataset()
+    rows = [json.loads(line) for line in dataset.test_jsonl.read_text().splitlines()[:4]]
+    mine = tmp_path / "my_shapes.jsonl"
+    mine.write_text("".join(json.dumps({"question_id": f"mine-{row['question_id']}", "image": row["image"],
+                                        "text": row["text"], "answer": row["answer"],
+                                        "category": row["question_type"]}) + "\n" for row in rows))
+    config = EvaluateConfig(models=[EvalModel(name="crop", variant="cropping")],
+                            benchmarks=[EvalBenchmark(name="synthetic"),
+                                        EvalBenchmark(name="my_shapes", metric="exact", questions=str(mine),
+                                                      images=str(dataset.root))],
+                            max_questions=4, max_new_tokens=4, attention_maps=0,
+                            output_dir=str(tmp_path / "eval"), train_storage=str(environment / "none"))
+    result = evaluate(config)
+    scores = result.scores["crop"]["my_shapes"]
+    categories = {row["question_type"] for row in rows}
+    assert scores["questions"] == 4 and {f"category/{name}" for name in categories} <= set(scores)
+    client = MlflowClient(result.tracking_uri)
+    run = client.get_run(result.model_run_ids["crop"])
+    assert run.data.metrics["my_shapes/accuracy"] == scores["accuracy"]
+    comparison = Path(client.download_artifacts(result.parent_run_id, "comparison.csv")).read_text().splitlines()
+    assert comparison[0] == "model,my_shapes (accuracy),synthetic (accuracy)"
+    answers = Path(config.output_dir) / "crop" / "my_shapes" / "answers.jsonl"
+    done = subprocess.run([sys.executable, "jobs/evaluate.py", "score", "--benchmark", "my_shapes", "--metric",
+                           "exact", "--questions", str(Path(config.output_dir) / "crop" / "my_shapes" /
+                                                       "questions-first4.jsonl"), "--answers", str(answers)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["accuracy"] == scores["accuracy"]
 
 
 def test_bad_evaluate_options_fail_before_any_work():

@@ -1,7 +1,7 @@
-"""The official LLaVA-SP projector forward, written from SPEC.md Part B 3.3-3.4 directly on the official state dict.
+"""The official LLaVA-SP projector forward, written from the official code's logic directly on the official state dict.
 
 Independent of sp_core.projector on purpose: no shared code, other primitives (einsum instead of conv2d, explicit
-pooling bins, unfold for the strided DFI conv), official key names and crop indices as SPEC.md states them.
+pooling bins, unfold for the strided DFI conv), official key names and crop indices as the official code has them.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ GRID = 24
 
 
 def official_crop_bounds(num_tokens: int) -> list[tuple[int, int]]:
-    """SPEC 3.1: '336_6_tokens' [10-i:14+i] for i=0,2,..,10; '336_3_tokens' [8:16],[4:20],[0:24];
+    """The official crop modes: '336_6_tokens' [10-i:14+i] for i=0,2,..,10; '336_3_tokens' [8:16],[4:20],[0:24];
     '224' mode with l=24: [l/2-1-i : l/2+1+i] for i in range(l/2) (12 crops); 1 token: the whole grid."""
     if num_tokens == 6:
         return [(10 - i, 14 + i) for i in range(0, 12, 2)]
@@ -29,7 +29,7 @@ def official_crop_bounds(num_tokens: int) -> list[tuple[int, int]]:
 
 
 def adaptive_pool_bins(size_in: int, size_out: int) -> list[tuple[int, int]]:
-    """SPEC 3.3: start = floor(i*in/out), end = ceil((i+1)*in/out)."""
+    """Adaptive pooling bins: start = floor(i*in/out), end = ceil((i+1)*in/out)."""
     return [(math.floor(i * size_in / size_out), math.ceil((i + 1) * size_in / size_out)) for i in range(size_out)]
 
 
@@ -94,7 +94,7 @@ def official_projector_forward(sd: dict[str, torch.Tensor], patch_features: torc
 def official_state_dict(variant: str, num_tokens: int = 6, dfi: bool = False, dfi_kernel: int = 16,
                         vision_width: int = 1024, spatial_width: int = 512, text_width: int = 4096,
                         spatial_bias: bool = False, seed: int = 0, prefix: str = "model.") -> dict[str, torch.Tensor]:
-    """Random tensors with the official names and shapes of SPEC 3.2 / 3.7 (scaled so activations stay O(1))."""
+    """Random tensors with the official names and shapes (scaled so activations stay O(1))."""
     generator = torch.Generator().manual_seed(seed)
 
     def randn(*shape: int) -> torch.Tensor:

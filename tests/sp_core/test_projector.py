@@ -95,7 +95,7 @@ def _paper_config(variant: str, dfi: bool, bias: bool) -> LlavaSPConfig:
 
 
 def _official_parameter_count(dfi: bool, bias: bool) -> int:
-    """From SPEC.md 3.2 shapes: mm_projector, six SFE convs 1024->512 (k = 4..24), optional conv_CM k16 + three
+    """From the official code's shapes: mm_projector, six SFE convs 1024->512 (k = 4..24), optional conv_CM k16 + three
     LayerNorm+Linear(512), conv_linear 512 (or 1024 with DFI) -> 4096."""
     mm_projector = (1024 * 4096 + 4096) + (4096 * 4096 + 4096)
     sfe = sum(512 * 1024 * k * k for k in (4, 8, 12, 16, 20, 24))
