@@ -446,47 +446,41 @@ class LlavaSPImageProcessor:
     ) -> LlavaSPImageProcessor:
         """Build from a CLIP or SigLIP image processor config dict; refuse settings this uint8 pipeline does not
         implement. CLIP's resizes the shortest edge and centre-crops; SigLIP's resizes to {height, width} uncropped."""
-        size = config.get("size")
-        if not config.get("do_center_crop") and _size_value(size, "shortest_edge") is None:
-            return cls._squashing(config, aspect, resize)
-        shortest_edge = _size_value(size, "shortest_edge")
-        crop_size = config.get("crop_size", shortest_edge)
-        crop_height, crop_width = _size_value(crop_size, "height"), _size_value(crop_size, "width")
-        problems = []
-        if shortest_edge is None:
-            problems.append(f"size must be {{'shortest_edge': N}} (aspect-keeping resize), got {size}")
-        elif not shortest_edge == crop_height == crop_width:
-            problems.append(f"size.shortest_edge ({shortest_edge}) must equal crop_size ({crop_height}x{crop_width})")
-        problems += _shared_setting_problems(config, flags=("do_resize", "do_center_crop", "do_rescale", "do_normalize"))
+        if not config.get("do_center_crop") and _size_value(config.get("size"), "shortest_edge") is None:
+            kind, fit, (mean, std) = "SigLIP", "squash", (SIGLIP_IMAGE_MEAN, SIGLIP_IMAGE_STD)
+            image_size, problems = _squash_size(config)
+            flags = ("do_resize", "do_rescale", "do_normalize")
+        else:
+            kind, fit, (mean, std) = "CLIP", "crop", (CLIP_IMAGE_MEAN, CLIP_IMAGE_STD)
+            image_size, problems = _crop_size(config)
+            flags = ("do_resize", "do_center_crop", "do_rescale", "do_normalize")
+        problems += _shared_setting_problems(config, flags)
         if problems:
-            raise ValueError("unsupported CLIP image processor config: " + "; ".join(problems))
-        return cls(
-            image_size=shortest_edge,
-            image_mean=tuple(config.get("image_mean", CLIP_IMAGE_MEAN)),
-            image_std=tuple(config.get("image_std", CLIP_IMAGE_STD)),
-            aspect=aspect,
-            resize=resize,
-        )
+            raise ValueError(f"unsupported {kind} image processor config: " + "; ".join(problems))
+        return cls(image_size=image_size, image_mean=tuple(config.get("image_mean", mean)),
+                   image_std=tuple(config.get("image_std", std)), aspect=aspect, resize=resize, fit=fit)
 
-    @classmethod
-    def _squashing(cls, config: dict[str, Any], aspect: AspectMode, resize: ResizeBackend) -> LlavaSPImageProcessor:
-        """SigLIP's settings: both sides to size {height, width} (a square), no centre crop."""
-        size = config.get("size")
-        height, width = _size_value(size, "height"), _size_value(size, "width")
-        problems = []
-        if height is None or height != width:
-            problems.append(f"size must be a square {{'height': N, 'width': N}} without a centre crop, got {size}")
-        problems += _shared_setting_problems(config, flags=("do_resize", "do_rescale", "do_normalize"))
-        if problems:
-            raise ValueError("unsupported image processor config: " + "; ".join(problems))
-        return cls(
-            image_size=height,
-            image_mean=tuple(config.get("image_mean", SIGLIP_IMAGE_MEAN)),
-            image_std=tuple(config.get("image_std", SIGLIP_IMAGE_STD)),
-            aspect=aspect,
-            resize=resize,
-            fit="squash",
-        )
+
+def _crop_size(config: dict[str, Any]) -> tuple[int | None, list[str]]:
+    """CLIP's geometry: the shortest edge resized to S, then an S x S centre crop."""
+    size = config.get("size")
+    shortest_edge = _size_value(size, "shortest_edge")
+    crop_size = config.get("crop_size", shortest_edge)
+    crop_height, crop_width = _size_value(crop_size, "height"), _size_value(crop_size, "width")
+    if shortest_edge is None:
+        return None, [f"size must be {{'shortest_edge': N}} (aspect-keeping resize), got {size}"]
+    if not shortest_edge == crop_height == crop_width:
+        return None, [f"size.shortest_edge ({shortest_edge}) must equal crop_size ({crop_height}x{crop_width})"]
+    return shortest_edge, []
+
+
+def _squash_size(config: dict[str, Any]) -> tuple[int | None, list[str]]:
+    """SigLIP's geometry: both sides resized to a square {height, width}, no centre crop."""
+    size = config.get("size")
+    height, width = _size_value(size, "height"), _size_value(size, "width")
+    if height is None or height != width:
+        return None, [f"size must be a square {{'height': N, 'width': N}} without a centre crop, got {size}"]
+    return height, []
 
 
 def _shared_setting_problems(config: dict[str, Any], flags: tuple[str, ...]) -> list[str]:
