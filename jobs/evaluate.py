@@ -5,11 +5,14 @@
     python jobs/evaluate.py --config infra/configs/evaluate-paper.yaml
     ray job submit --working-dir . -- python jobs/evaluate.py --config infra/configs/evaluate-paper.yaml
 
+    python jobs/evaluate.py 'benchmarks=[{name: kitchen, metric: exact, questions: kitchen.jsonl}]'  # your own file
+
     python jobs/evaluate.py score --benchmark pope --questions llava_pope_test.jsonl --answers answers.jsonl \
         --annotations pope/coco                               # score an answer file made anywhere; prints JSON
 
-Answers are kept in <output_dir>/<model>/<benchmark>/answers.jsonl: a re-run asks only what is missing. Options:
-pipelines/evaluate/config.py (EvaluateConfig); benchmarks: pipelines/benchmarks/.
+Answers are kept in <output_dir>/<model>/<benchmark>/answers.jsonl: a re-run asks only what is missing, from answers
+the same model weights, question file and settings made. Options: pipelines/evaluate/config.py (EvaluateConfig);
+benchmarks: pipelines/benchmarks/; your own question file: docs/own-benchmark.md.
 """
 
 from __future__ import annotations
