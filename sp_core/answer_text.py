@@ -1,0 +1,40 @@
+"""An answer's text as its tokens arrive, at a cost per token that does not grow with the answer.
+
+Decoding the whole answer again at every step is quadratic in its length. A fast tokenizer's `DecodeStream`
+(the tokenizers library) turns one token at a time into text, holding back a partial UTF-8 character until it is
+whole, with the same result as decoding all tokens at once; a stop string is looked for only where it could end
+in the new text. A tokenizer without a fast backend is decoded whole at each step, as before.
+"""
+
+from __future__ import annotations
+
+from tokenizers.decoders import DecodeStream
+from transformers import PreTrainedTokenizerBase
+
+
+class AnswerText:
+    """The decoded text of an answer's tokens, cut before the first stop string."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, stops: tuple[str, ...] = ()):
+        self._tokenizer = tokenizer
+        self._backend = getattr(tokenizer, "backend_tokenizer", None)
+        self._stream = DecodeStream(skip_special_tokens=True) if self._backend is not None else None
+        self._token_ids: list[int] = []
+        self._stops = stops
+        self._longest_stop = max((len(stop) for stop in stops), default=0)
+        self.text = ""
+
+    def add(self, token_id: int) -> bool:
+        """Append one token's text; True when a stop string appeared (the text then ends before it)."""
+        searched_from = max(0, len(self.text) - self._longest_stop + 1)
+        if self._stream is not None:
+            self.text += self._stream.step(self._backend, token_id) or ""
+        else:
+            self._token_ids.append(token_id)
+            self.text = self._tokenizer.decode(self._token_ids, skip_special_tokens=True)
+            searched_from = 0
+        found = [index for index in (self.text.find(stop, searched_from) for stop in self._stops) if index >= 0]
+        if found:
+            self.text = self.text[: min(found)]
+            return True
+        return False
