@@ -38,3 +38,8 @@ class AnswerText:
             self.text = self.text[: min(found)]
             return True
         return False
+
+    def finish(self, token_ids: list[int]) -> None:
+        """The answer ended without a stop string: its text is the tokenizer's decode of all its tokens, including
+        a last character whose bytes the stream still held back (decoded as U+FFFD, as decode() does)."""
+        self.text = self._tokenizer.decode(token_ids, skip_special_tokens=True)

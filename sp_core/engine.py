@@ -197,7 +197,9 @@ class GenerationEngine:
         outputs = self.model(input_ids=self._pending[:, None].to(device), attention_mask=mask,
                              position_ids=self._positions[:, None], use_cache=True,
                              **{CACHE_KEYWORD: self._cache})
-        self.generator.stats.forwards += 1
+        stats = self.generator.stats
+        stats.forwards += 1
+        stats.largest_batch = max(stats.largest_batch, len(self._running))
         self._cache, self._mask, self._positions = getattr(outputs, CACHE_KEYWORD), mask, self._positions + 1
         self._pending = self._take_tokens(self._running, outputs.logits[:, -1, :])
 

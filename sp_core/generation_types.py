@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image
 
+SEED_RANGE = (-(2**63), 2**63 - 1)  # OpenAI's seed is an int64
 FINISH_STOP = "stop"  # end of sequence or a stop string
 FINISH_LENGTH = "length"  # max_new_tokens or the context length
 
@@ -45,6 +46,8 @@ class SamplingParams:
             found.append(f"top_p must be in (0, 1], got {self.top_p}")
         if any(not isinstance(stop, str) or not stop for stop in self.stop):
             found.append(f"stop strings must be non-empty strings, got {list(self.stop)}")
+        if self.seed is not None and not (isinstance(self.seed, int) and SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]):
+            found.append(f"seed must be an integer in [{SEED_RANGE[0]}, {SEED_RANGE[1]}] (int64), got {self.seed!r}")
         return found
 
 
@@ -84,7 +87,8 @@ class GenerationResult:
 class GenerationStats:
     """Counters since the generator was built: a batching test compares forwards with requests."""
 
-    batches: int = 0  # calls of the decode loop
+    batches: int = 0  # prefill batches (requests admitted together)
     requests: int = 0
-    forwards: int = 0  # model forward passes (1 prefill + 1 per further step, per batch)
+    forwards: int = 0  # model forward passes: prefills and decode steps
     completion_tokens: int = 0
+    largest_batch: int = 0  # the most requests one decode step served

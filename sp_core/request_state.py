@@ -44,6 +44,7 @@ class RequestState:
         token_id = int(token_id)
         self.generated += 1
         if token_id in self.eos_ids and not self.sampling.ignore_eos:
+            self.answer.finish(self.token_ids)
             self.finish_reason = FINISH_STOP
             return True
         self.token_ids.append(token_id)
@@ -51,6 +52,7 @@ class RequestState:
             self.finish_reason = FINISH_STOP
             return True
         if self.generated >= min(self.sampling.max_new_tokens, self.context_left):
+            self.answer.finish(self.token_ids)
             self.finish_reason = FINISH_LENGTH
             return True
         return False
@@ -96,7 +98,9 @@ def _stop_prefix_length(text: str, stops: tuple[str, ...]) -> int:
 
 
 def _sample_top_p(logits: torch.Tensor, sampling: SamplingParams, random: torch.Generator) -> int:
-    probabilities = torch.softmax(logits / sampling.temperature, dim=-1)
+    # The largest logit is subtracted before dividing: a tiny temperature then tends to greedy instead of
+    # overflowing to inf - inf = NaN.
+    probabilities = torch.softmax((logits - logits.max()) / sampling.temperature, dim=-1)
     sorted_probabilities, order = probabilities.sort(descending=True)
     # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
     outside = sorted_probabilities.cumsum(-1) - sorted_probabilities >= sampling.top_p

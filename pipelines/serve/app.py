@@ -5,8 +5,9 @@
 
 Two kinds of deployment:
 
-- `LlavaSPModelServer`, one per served model (its own replicas / autoscaling): holds an `LlavaSPGenerator` and
-  batches concurrent requests with @serve.batch, so N waiting requests cost one decode loop, not N.
+- `LlavaSPModelServer`, one per served model (its own replicas / autoscaling): holds an `LlavaSPGenerator` and its
+  continuous-batching engine (sp_core/engine.py): requests, streamed or not, join the running batch between
+  decode steps and leave it when done or when their client goes away; a full replica answers 429.
 - `LlavaSPIngress`, the FastAPI ingress: authentication, request validation and image decoding (every client
   mistake is a 4xx OpenAI-style error before any model work), routing by the "model" field, SSE streaming.
 
@@ -47,6 +48,7 @@ from pipelines.serve.protocol import (
     parse_json_body,
     sse,
 )
+from sp_core.engine import DONE, ERROR, TEXT, EngineEvent, EngineFullError, EngineLimits, GenerationEngine
 from sp_core.inference import (
     PROMPT_TOO_LONG,
     GenerationInputError,
@@ -59,77 +61,98 @@ from sp_core.inference import (
 
 logger = logging.getLogger(__name__)
 
-# How the model server reports a refused request back to the ingress (a value, not an exception, so that the
-# reason survives the trip through Ray unchanged).
-ERROR_KEY = "error"
+ERROR_KEY = "error"  # of the dict by which the model server reports a refused or failed request
+OVERLOADED = "overloaded"  # the replica's queue is full: 429 with Retry-After
+GENERATION_FAILED = "generation_failed"  # this request's own generation failed; its batch-mates went on
+RETRY_AFTER_S = 1
 
 
-@serve.deployment(health_check_period_s=5, health_check_timeout_s=30, max_ongoing_requests=64)
+@serve.deployment(health_check_period_s=5, health_check_timeout_s=30, max_ongoing_requests=256)
 class LlavaSPModelServer:
-    """One model: prepares requests, batches them, generates."""
+    """One model: prepares requests and hands them to its continuous-batching engine, which decodes them in a
+    thread of its own while this replica's event loop keeps taking requests."""
 
-    def __init__(self, spec: dict[str, Any], max_batch_size: int, batch_wait_timeout_s: float, image_aspect: str,
-                 max_images_per_request: int, image_resize: str):
+    def __init__(self, spec: dict[str, Any], limits: dict[str, int], image_aspect: str, max_images_per_request: int,
+                 image_resize: str):
         self.spec = ModelSpec(**spec)
         directory = resolve_model_dir(self.spec.source, self.spec.variant, f"model {self.spec.name}")
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.generator = LlavaSPGenerator.from_pretrained(
             directory, dtype=_dtype(self.spec.dtype, device), device=device, aspect=image_aspect,
             max_images=max_images_per_request, resize=image_resize)
-        self.generate_batch.set_max_batch_size(max_batch_size)
-        self.generate_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
-        self.batch_sizes: list[int] = []
+        self.engine = GenerationEngine(self.generator, EngineLimits(**limits))
+        self.engine.start()
         logger.info("serving %s from %s on %s", self.spec.name, directory, device)
+
+    def __del__(self) -> None:
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.close()
 
     def _prepare(self, turns: list[str], images: list[Image.Image], sampling: SamplingParams,
                  system: str | None) -> PreparedRequest | dict[str, Any]:
         try:
             return self.generator.prepare(GenerationRequest(turns, images, sampling, system))
         except GenerationInputError as error:
-            return {ERROR_KEY: {"reason": error.reason, "message": str(error)}}
+            return _refusal(error.reason, str(error))
 
-    async def chat(self, turns: list[str], images: list[Image.Image], sampling: SamplingParams,
-                   system: str | None) -> GenerationResult | dict[str, Any]:
-        prepared = self._prepare(turns, images, sampling, system)
-        if isinstance(prepared, dict):
-            return prepared
-        return await self.generate_batch(prepared)
-
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
-    async def generate_batch(self, prepared: list[PreparedRequest]) -> list[GenerationResult]:
-        self.batch_sizes.append(len(prepared))
-        # In a thread, so the event loop keeps queueing the requests that arrive meanwhile into the next batch.
-        return await asyncio.to_thread(self.generator.generate, prepared)
-
-    async def stream(self, turns: list[str], images: list[Image.Image], sampling: SamplingParams,
-                     system: str | None) -> AsyncIterator[str | GenerationResult | dict[str, Any]]:
-        """Text pieces, then the GenerationResult (or one error dict)."""
-        prepared = self._prepare(turns, images, sampling, system)
+    async def _events(self, turns: list[str], images: list[Image.Image], sampling: SamplingParams,
+                      system: str | None) -> AsyncIterator[EngineEvent | dict[str, Any]]:
+        """The engine's events for this request (or one refusal); leaving early takes it out of the batch."""
+        # Tokenising and image preprocessing off the event loop, so other requests keep being accepted.
+        prepared = await asyncio.to_thread(self._prepare, turns, images, sampling, system)
         if isinstance(prepared, dict):
             yield prepared
             return
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        done = object()
+        queue: asyncio.Queue[EngineEvent] = asyncio.Queue()
+        try:
+            request = self.engine.submit(prepared, lambda event: loop.call_soon_threadsafe(queue.put_nowait, event))
+        except EngineFullError as error:
+            yield _refusal(OVERLOADED, str(error))
+            return
+        try:
+            while True:
+                event = await queue.get()
+                yield event
+                if event.kind != TEXT:
+                    return
+        finally:
+            request.cancel()  # a finished request is already out; a client that went away takes it out
 
-        def produce() -> None:
-            try:
-                for item in self.generator.stream(prepared):
-                    loop.call_soon_threadsafe(queue.put_nowait, item)
-            except Exception as error:  # noqa: BLE001 - handed to the consumer, which re-raises it in the loop
-                loop.call_soon_threadsafe(queue.put_nowait, error)
-            finally:
-                loop.call_soon_threadsafe(queue.put_nowait, done)
+    async def chat(self, turns: list[str], images: list[Image.Image], sampling: SamplingParams,
+                   system: str | None) -> GenerationResult | dict[str, Any]:
+        async for event in self._events(turns, images, sampling, system):
+            if isinstance(event, dict):
+                return event
+            if event.kind == DONE:
+                return event.result
+            if event.kind == ERROR:
+                return _refusal(GENERATION_FAILED, event.text)
+        raise RuntimeError("the engine ended a request without a result")
 
-        producer = asyncio.ensure_future(asyncio.to_thread(produce))
-        while (item := await queue.get()) is not done:
-            if isinstance(item, Exception):
-                raise item
-            yield item
-        await producer
+    async def stream(self, turns: list[str], images: list[Image.Image], sampling: SamplingParams,
+                     system: str | None) -> AsyncIterator[str | GenerationResult | dict[str, Any]]:
+        """Text pieces, then the GenerationResult (or one error dict)."""
+        async for event in self._events(turns, images, sampling, system):
+            if isinstance(event, dict):
+                yield event
+            elif event.kind == TEXT:
+                yield event.text
+            elif event.kind == DONE:
+                yield event.result
+            else:
+                yield _refusal(GENERATION_FAILED, event.text)
 
     def stats(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self.generator.stats), "batch_sizes": list(self.batch_sizes)}
+        running, waiting = self.engine.load
+        return {**dataclasses.asdict(self.generator.stats), "running": running, "waiting": waiting}
+
+
+def _refusal(reason: str, message: str) -> dict[str, Any]:
+    """How the model server reports a refused or failed request to the ingress: a value, so that the reason
+    survives the trip through Ray unchanged."""
+    return {ERROR_KEY: {"reason": reason, "message": message}}
 
 
 def _dtype(name: str, device: str) -> torch.dtype:
@@ -145,7 +168,7 @@ api = FastAPI(title="LLaVA-SP", description="OpenAI-compatible chat completions 
 
 
 def _error_response(error: APIError) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status)
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
 
 @api.exception_handler(APIError)
@@ -164,11 +187,25 @@ async def _validation_error(request: Request, error: RequestValidationError) -> 
     return _error_response(bad_request(f"invalid request: {error.errors()}", "invalid_request"))
 
 
-def _raise_if_refused(answer: Any) -> None:
-    if isinstance(answer, dict) and ERROR_KEY in answer:
-        reason, message = answer[ERROR_KEY]["reason"], answer[ERROR_KEY]["message"]
-        code = "context_length_exceeded" if reason == PROMPT_TOO_LONG else reason
-        raise bad_request(message, code, "messages")
+def _refusal_error(answer: Any, request_id: str) -> APIError | None:
+    """The API error of a refused or failed request (None for an answer)."""
+    if not (isinstance(answer, dict) and ERROR_KEY in answer):
+        return None
+    reason, message = answer[ERROR_KEY]["reason"], answer[ERROR_KEY]["message"]
+    if reason == OVERLOADED:
+        return APIError(429, f"the model is busy: {message}", "overloaded", error_type="rate_limit_error",
+                        headers={"Retry-After": str(RETRY_AFTER_S)})
+    if reason == GENERATION_FAILED:
+        return APIError(500, f"generation failed for this request (request id {request_id}): {message}",
+                        "generation_failed", error_type="server_error")
+    code = "context_length_exceeded" if reason == PROMPT_TOO_LONG else reason
+    return bad_request(message, code, "messages")
+
+
+def _raise_if_refused(answer: Any, request_id: str) -> None:
+    error = _refusal_error(answer, request_id)
+    if error is not None:
+        raise error
 
 
 async def _sse_events(call: ChatCall, first: Any, stream: AsyncIterator) -> AsyncIterator[str]:
@@ -177,6 +214,10 @@ async def _sse_events(call: ChatCall, first: Any, stream: AsyncIterator) -> Asyn
     item = first
     try:
         while True:
+            error = _refusal_error(item, call.request_id)
+            if error is not None:  # failed after its first piece: in-band, as OpenAI reports mid-stream errors
+                yield sse(error.body())
+                break
             if isinstance(item, GenerationResult):
                 yield sse(chunk_body(call, {}, finish_reason=item.finish_reason))
                 if call.include_usage:
@@ -236,7 +277,7 @@ class LlavaSPIngress:
         if call.stream:
             stream = handle.options(stream=True).stream.remote(*arguments)
             first = await stream.__anext__()  # a refused request still gets a 4xx, not a 200 stream
-            _raise_if_refused(first)
+            _raise_if_refused(first, request_id)
             return StreamingResponse(_sse_events(call, first, stream), media_type="text/event-stream")
         try:
             answer = await handle.chat.remote(*arguments)
@@ -244,7 +285,7 @@ class LlavaSPIngress:
             logger.exception("request %s failed in generation", request_id)
             raise APIError(500, f"generation failed ({type(error).__name__}); request id {request_id}",
                            "internal_error", error_type="server_error") from error
-        _raise_if_refused(answer)
+        _raise_if_refused(answer, request_id)
         return JSONResponse(completion_body(call, answer))
 
     def _decode_images(self, urls: list[str]) -> list[Image.Image]:
@@ -288,9 +329,10 @@ def build_app(args: dict[str, Any] | ServeConfig | None = None) -> serve.Applica
                                              "target_ongoing_requests": config.max_batch_size}
         else:
             options["num_replicas"] = spec.num_replicas
+        limits = {"max_running": config.max_batch_size, "max_prefill_tokens": config.max_prefill_tokens,
+                  "max_waiting": config.max_waiting}
         models[spec.name] = LlavaSPModelServer.options(**options).bind(
-            dataclasses.asdict(spec), config.max_batch_size, config.batch_wait_timeout_s, config.image_aspect,
-            config.max_images_per_request, config.image_resize)
+            dataclasses.asdict(spec), limits, config.image_aspect, config.max_images_per_request, config.image_resize)
     return LlavaSPIngress.options(name="ingress", ray_actor_options={"num_cpus": config.ingress_cpus}).bind(
         models, dataclasses.asdict(config))
 

@@ -36,9 +36,12 @@ class ServeConfig:
     ingress_cpus: float = 0.5  # the HTTP ingress (validation, image decoding); model replicas are in ModelSpec
     route_prefix: str = "/"
 
-    # Dynamic batching: concurrent requests to one replica are decoded together.
+    # Continuous batching, per replica: up to max_batch_size requests decode together, new ones joining between
+    # decode steps; at most max_prefill_tokens prompt tokens are prefilled per step (so a burst of long prompts
+    # does not stall the running decodes); beyond max_waiting queued requests a replica answers 429.
     max_batch_size: int = 8
-    batch_wait_timeout_s: float = 0.05
+    max_prefill_tokens: int = 8192
+    max_waiting: int = 64
 
     # Request limits (bad requests get 4xx, never a crash)
     max_tokens_limit: int = 1024  # the largest max_tokens a client may ask for
@@ -70,14 +73,12 @@ class ServeConfig:
                 problems.append(f"model {model.name}: num_replicas must be >= 1 or 'auto', got {model.num_replicas!r}")
             if model.dtype not in ("auto", "float32", "bfloat16", "float16"):
                 problems.append(f"model {model.name}: dtype={model.dtype!r}; allowed: auto, float32, bfloat16, float16")
-        for name in ("max_batch_size", "max_tokens_limit", "default_max_tokens", "max_images_per_request",
-                     "max_image_bytes", "max_image_pixels", "max_request_bytes"):
+        for name in ("max_batch_size", "max_prefill_tokens", "max_waiting", "max_tokens_limit", "default_max_tokens",
+                     "max_images_per_request", "max_image_bytes", "max_image_pixels", "max_request_bytes"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} must be at least 1")
         if self.default_max_tokens > self.max_tokens_limit:
             problems.append(f"default_max_tokens={self.default_max_tokens} is over max_tokens_limit={self.max_tokens_limit}")
-        if self.batch_wait_timeout_s < 0:
-            problems.append(f"batch_wait_timeout_s={self.batch_wait_timeout_s} must be >= 0")
         problems.extend(image_option_problems(self.image_aspect, self.image_resize))
         if problems:
             raise ValueError("; ".join(problems))

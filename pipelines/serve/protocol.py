@@ -14,22 +14,32 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sp_core.conversation import IMAGE
+from sp_core.generation_types import SEED_RANGE
 from sp_core.inference import GenerationResult, SamplingParams
 
 MAX_STOP_STRINGS = 4  # OpenAI's limit
+SUPPORTED_PARAMETERS = {"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop",
+                        "seed", "n", "stream", "stream_options", "user"}
+# OpenAI parameters this server does not implement, with the values that ask for nothing beyond what it does.
+NO_OP_VALUES: dict[str, tuple[Any, ...]] = {
+    "frequency_penalty": (0, None), "presence_penalty": (0, None), "logprobs": (False, None),
+    "top_logprobs": (0, None), "response_format": ({"type": "text"}, None), "logit_bias": ({}, None),
+    "tools": ([], None), "tool_choice": ("none", None), "parallel_tool_calls": (True, False, None),
+}
 
 
 class APIError(Exception):
     """An error answer: status, OpenAI error type and code, the parameter at fault, and a message saying the fix."""
 
     def __init__(self, status: int, message: str, code: str, param: str | None = None,
-                 error_type: str = "invalid_request_error"):
+                 error_type: str = "invalid_request_error", headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
         self.param = param
         self.error_type = error_type
+        self.headers = headers or {}  # e.g. Retry-After on a 429
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.error_type, "param": self.param, "code": self.code}}
@@ -72,6 +82,7 @@ def parse_json_body(raw: bytes) -> dict[str, Any]:
 
 def parse_chat_request(body: dict[str, Any], limits: ChatLimits) -> ChatCall:
     """Validate an OpenAI chat request body; raises APIError naming the first problem."""
+    _check_parameters(body)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise bad_request("'model' is required: one of the names GET /v1/models lists", "missing_model", "model")
@@ -161,10 +172,28 @@ def _parse_content(content: Any, where: str, allow_images: bool) -> tuple[str, l
     return "\n".join(texts).strip(), images
 
 
+def _check_parameters(body: dict[str, Any]) -> None:
+    """Parameters this server does not implement are refused (as OpenAI refuses unknown ones), not ignored; each
+    is accepted only at its no-op value, which some clients send by default."""
+    unknown = sorted(key for key in body if key not in SUPPORTED_PARAMETERS and key not in NO_OP_VALUES)
+    if unknown:
+        raise bad_request(f"unrecognized request argument(s): {', '.join(unknown)}", "unknown_parameter",
+                          unknown[0])
+    for name, no_ops in NO_OP_VALUES.items():
+        if name in body and body[name] not in no_ops:
+            raise bad_request(f"{name}={body[name]!r} is not supported by this server (only "
+                              f"{' or '.join(map(repr, no_ops))})", "unsupported_parameter", name)
+
+
 def _checked_text(text: str, where: str) -> str:
     if IMAGE in text:
         raise bad_request(f"{where}: the text contains the reserved token {IMAGE}; send images as image_url parts",
                           "reserved_token", where)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:  # JSON's \ud800 escapes decode to lone surrogates, which no tokenizer takes
+        raise bad_request(f"{where}: the text holds a lone surrogate ({text[error.start]!r} at character "
+                          f"{error.start}), which is not valid Unicode", "invalid_text", where) from None
     return text
 
 
@@ -184,8 +213,10 @@ def _parse_sampling(body: dict[str, Any], limits: ChatLimits) -> SamplingParams:
         raise bad_request(f"stop must be a non-empty string or a list of up to {MAX_STOP_STRINGS}, got {stop!r}",
                           "invalid_stop", "stop")
     seed = body.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise bad_request(f"seed must be an integer, got {seed!r}", "invalid_seed", "seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
+                             or not SEED_RANGE[0] <= seed <= SEED_RANGE[1]):
+        raise bad_request(f"seed must be an integer in [{SEED_RANGE[0]}, {SEED_RANGE[1]}], got {seed!r}",
+                          "invalid_seed", "seed")
     return SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=tuple(stops),
                           seed=seed)
 

@@ -379,7 +379,7 @@ def test_rayservice_serve_config_is_a_valid_serve_deployment_reachable_in_the_po
     RuntimeEnv(**application["runtime_env"])
 
     args = application["args"]
-    assert {"models", "max_batch_size", "batch_wait_timeout_s", "api_key_env", "host"} <= set(args)
+    assert {"models", "max_batch_size", "max_waiting", "api_key_env", "host"} <= set(args)
     assert args["models"]
     assert all(model["name"] and model["source"].startswith(f"{SHARED}/") for model in args["models"])
     cluster = cluster_spec(manifest("rayservice.yaml"))

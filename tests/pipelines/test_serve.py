@@ -72,7 +72,7 @@ def served(ray_session, tmp_path_factory):
         models=[ModelSpec(name="sp-cropping", source=str(cropping), cpus_per_replica=0.5),
                 ModelSpec(name="sp-pooling", source=str(pooling), cpus_per_replica=0.5),
                 ModelSpec(name="corrupt", source=str(corrupt), cpus_per_replica=0.5)],
-        port=PORT, app_name="test-serve", max_batch_size=8, batch_wait_timeout_s=0.25, max_tokens_limit=64, default_max_tokens=16,
+        port=PORT, app_name="test-serve", max_batch_size=8, max_tokens_limit=64, default_max_tokens=16,
         max_image_bytes=300_000, max_image_pixels=1_000_000, api_key_file=str(root / "key"),
     )
     assert deploy(config) == URL
@@ -154,9 +154,8 @@ def test_concurrent_requests_are_batched(served):
     responses = asyncio.run(send_all())
     assert [response.status_code for response in responses] == [200] * 16
     after = handle.stats.remote().result()
-    batch_sizes = after["batch_sizes"][len(before["batch_sizes"]):]
-    assert sum(batch_sizes) == 16
-    assert len(batch_sizes) < 16 and max(batch_sizes) > 1  # fewer decode loops than requests
+    assert after["requests"] - before["requests"] == 16
+    assert after["largest_batch"] > 1 and after["running"] == after["waiting"] == 0  # decoded together, all left
     assert after["forwards"] - before["forwards"] < 16 * 3  # 3 tokens each: unbatched would be 48 forwards
     # Batching does not change answers: the last request alone gives the same text.
     alone = _post(bodies[-1]).json()["choices"][0]["message"]["content"]
@@ -226,6 +225,23 @@ def test_a_failure_inside_generation_is_a_500_with_a_request_id_and_the_replica_
     greedy = _post(_chat("corrupt"))  # the same replica still answers (argmax of NaNs is a token)
     assert greedy.status_code == 200 and greedy.json()["usage"]["completion_tokens"] == 6
     assert httpx.get(f"{URL}/healthz", timeout=10).status_code == 200
+
+
+def test_a_tiny_temperature_is_greedy_and_fails_nobody(served):
+    """temperature=1e-40 used to overflow the sampler and fail its whole batch with a 500."""
+    bodies = [_chat(text=f"Where is the circle? {index}", max_tokens=4) for index in range(3)]
+    tiny = _chat(text="Where is the circle? 0", max_tokens=4, temperature=1e-40, seed=2**63 - 1)
+
+    async def send_all():
+        async with httpx.AsyncClient(timeout=120, headers=AUTH) as client:
+            return await asyncio.gather(*(client.post(f"{URL}/v1/chat/completions", json=body)
+                                          for body in [*bodies, tiny]))
+
+    responses = asyncio.run(send_all())
+    assert [response.status_code for response in responses] == [200] * 4
+    answers = [response.json()["choices"][0]["message"]["content"] for response in responses]
+    assert answers[3] == answers[0]  # the same question, greedy
+    assert answers[:3] == [_post(body).json()["choices"][0]["message"]["content"] for body in bodies]
 
 
 def test_unknown_route_is_a_json_404(served):
