@@ -48,7 +48,7 @@ from pipelines.serve.protocol import (
     parse_json_body,
     sse,
 )
-from sp_core.engine import DONE, ERROR, TEXT, EngineEvent, EngineFullError, EngineLimits, GenerationEngine
+from sp_core.engine import DONE, TEXT, EngineEvent, EngineFullError, EngineLimits, GenerationEngine
 from sp_core.inference import (
     PROMPT_TOO_LONG,
     GenerationInputError,
@@ -96,9 +96,10 @@ class LlavaSPModelServer:
         except GenerationInputError as error:
             return _refusal(error.reason, str(error))
 
-    async def _events(self, turns: list[str], images: list[Image.Image], sampling: SamplingParams,
-                      system: str | None) -> AsyncIterator[EngineEvent | dict[str, Any]]:
-        """The engine's events for this request (or one refusal); leaving early takes it out of the batch."""
+    async def stream(self, turns: list[str], images: list[Image.Image], sampling: SamplingParams,
+                     system: str | None) -> AsyncIterator[str | GenerationResult | dict[str, Any]]:
+        """Text pieces as the engine decodes them, then the GenerationResult (or one error dict); leaving early
+        (the client went away) takes the request out of the batch."""
         # Tokenising and image preprocessing off the event loop, so other requests keep being accepted.
         prepared = await asyncio.to_thread(self._prepare, turns, images, sampling, system)
         if isinstance(prepared, dict):
@@ -112,37 +113,19 @@ class LlavaSPModelServer:
             yield _refusal(OVERLOADED, str(error))
             return
         try:
-            while True:
-                event = await queue.get()
-                yield event
-                if event.kind != TEXT:
-                    return
+            while (event := await queue.get()).kind == TEXT:
+                yield event.text
+            yield event.result if event.kind == DONE else _refusal(GENERATION_FAILED, event.text)
         finally:
-            request.cancel()  # a finished request is already out; a client that went away takes it out
+            request.cancel()  # a finished request is already out; one whose client went away leaves now
 
     async def chat(self, turns: list[str], images: list[Image.Image], sampling: SamplingParams,
                    system: str | None) -> GenerationResult | dict[str, Any]:
-        async for event in self._events(turns, images, sampling, system):
-            if isinstance(event, dict):
-                return event
-            if event.kind == DONE:
-                return event.result
-            if event.kind == ERROR:
-                return _refusal(GENERATION_FAILED, event.text)
+        """The GenerationResult (or one error dict)."""
+        async for item in self.stream(turns, images, sampling, system):
+            if not isinstance(item, str):
+                return item
         raise RuntimeError("the engine ended a request without a result")
-
-    async def stream(self, turns: list[str], images: list[Image.Image], sampling: SamplingParams,
-                     system: str | None) -> AsyncIterator[str | GenerationResult | dict[str, Any]]:
-        """Text pieces, then the GenerationResult (or one error dict)."""
-        async for event in self._events(turns, images, sampling, system):
-            if isinstance(event, dict):
-                yield event
-            elif event.kind == TEXT:
-                yield event.text
-            elif event.kind == DONE:
-                yield event.result
-            else:
-                yield _refusal(GENERATION_FAILED, event.text)
 
     def stats(self) -> dict[str, Any]:
         running, waiting = self.engine.load
