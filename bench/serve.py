@@ -11,6 +11,8 @@
     weights, through sp_core's generator (the path Serve uses), one image, 64 tokens each (end of sequence
     ignored so every variant decodes the same number of tokens), interleaved, median of the repeats.
 (3) --load-clients concurrent clients for --load-seconds on loopback against the batched app: errors and latency.
+(4) the latency of a 4-token request sent 0.3 s after eight 256-token ones, against the same request alone.
+(5) requests/s of --clients concurrent streamed requests against as many non-streamed ones.
 
 Everything on a local Ray and the real HTTP endpoint on 127.0.0.1; the numbers print, nothing is asserted.
 """
@@ -104,6 +106,57 @@ async def load_run(model: str, clients: int, seconds: float, max_tokens: int) ->
     return {"requests": len(latencies), "errors": len(errors), "error_kinds": sorted(set(errors)),
             "requests_per_s": len(latencies) / elapsed, "p50_s": latencies[len(latencies) // 2],
             "p99_s": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]}
+
+
+async def short_under_long(model: str, long_clients: int, long_tokens: int, delay_s: float) -> tuple[float, float]:
+    """Latency of a short request (4 tokens) alone, and sent `delay_s` after `long_clients` long requests: with
+    continuous batching it joins their running batch instead of waiting for it to finish. Best of 3 each."""
+    short = chat_body(model, 999, 4, with_image=False)
+    async with httpx.AsyncClient(timeout=300) as client:
+
+        async def timed() -> float:
+            started = time.perf_counter()
+            response = await client.post(f"{URL}/v1/chat/completions", json=short)
+            response.raise_for_status()
+            return time.perf_counter() - started
+
+        alone = min([await timed() for _ in range(3)])
+        under_load = []
+        for _ in range(3):
+            long_ones = [asyncio.ensure_future(client.post(f"{URL}/v1/chat/completions",
+                                                           json=chat_body(model, seed, long_tokens, with_image=False)))
+                         for seed in range(long_clients)]
+            await asyncio.sleep(delay_s)
+            under_load.append(await timed())
+            await asyncio.gather(*long_ones)
+    return alone, min(under_load)
+
+
+async def streams_against_plain(model: str, clients: int, max_tokens: int) -> tuple[float, float]:
+    """requests/s of `clients` concurrent streamed requests and of as many non-streamed ones (best of 3 each)."""
+    async with httpx.AsyncClient(timeout=300) as client:
+
+        async def streamed(seed: int) -> None:
+            body = {**chat_body(model, seed, max_tokens, with_image=False), "stream": True}
+            async with client.stream("POST", f"{URL}/v1/chat/completions", json=body) as response:
+                response.raise_for_status()
+                async for _ in response.aiter_lines():
+                    pass
+
+        async def plain(seed: int) -> None:
+            response = await client.post(f"{URL}/v1/chat/completions",
+                                         json=chat_body(model, seed, max_tokens, with_image=False))
+            response.raise_for_status()
+
+        rates = {}
+        for name, send in (("streamed", streamed), ("plain", plain)):
+            best = float("inf")
+            for _ in range(3):
+                started = time.perf_counter()
+                await asyncio.gather(*(send(seed) for seed in range(clients)))
+                best = min(best, time.perf_counter() - started)
+            rates[name] = clients / best
+    return rates["streamed"], rates["plain"]
 
 
 def decode_speed(directories: dict[str, Path], repeats: int, new_tokens: int) -> dict[str, dict[str, float]]:
@@ -238,6 +291,10 @@ def main() -> None:
         for name, values in rates.items():
             best[(name, with_image)] = max(values[1:])  # round 0 warms up
     URL = f"{base}/batched"
+    latency = asyncio.run(short_under_long("batched", 8, 256, 0.3))
+    log(f"short request alone / under eight long ones (s): {latency}")
+    streams = asyncio.run(streams_against_plain("batched", args.clients, args.max_tokens))
+    log(f"streamed / non-streamed req/s: {streams}")
     load = asyncio.run(load_run("batched", args.load_clients, args.load_seconds, args.max_tokens))
     serve.shutdown()
     ray.shutdown()
@@ -257,6 +314,10 @@ def main() -> None:
               + ", ".join(f"{name} {rate:.1f}" for name, rate in rates.items())
               + f"; ratios vs baseline: SP-Cropping {rates['sp-cropping'] / rates['baseline']:.3f}, "
               f"SP-Pooling {rates['sp-pooling'] / rates['baseline']:.3f} (paper Tab. 2: 0.988 / 0.977; goal >= 0.99)")
+    print(f"(4) a 4-token request sent 0.3 s after eight 256-token requests: {latency[1] * 1000:.0f} ms, alone "
+          f"{latency[0] * 1000:.0f} ms, ratio {latency[1] / latency[0]:.2f} (goal <= 1.5)")
+    print(f"(5) {args.clients} concurrent streamed text chats x {args.max_tokens} tokens {streams[0]:.1f} req/s, "
+          f"non-streamed {streams[1]:.1f} req/s, ratio {streams[0] / streams[1]:.2f} (goal >= 0.9)")
     print(f"(3) load: {args.load_clients} clients x {args.load_seconds:.0f} s: {load['requests']} requests, "
           f"{load['errors']} errors {load['error_kinds'] or ''}, {load['requests_per_s']:.1f} req/s, "
           f"p50 {load['p50_s'] * 1000:.0f} ms, p99 {load['p99_s'] * 1000:.0f} ms (goal: 0 errors)")

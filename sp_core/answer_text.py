@@ -26,20 +26,30 @@ class AnswerText:
 
     def add(self, token_id: int) -> bool:
         """Append one token's text; True when a stop string appeared (the text then ends before it)."""
-        searched_from = max(0, len(self.text) - self._longest_stop + 1)
+        searched_from = self._search_start()
         if self._stream is not None:
             self.text += self._stream.step(self._backend, token_id) or ""
         else:
             self._token_ids.append(token_id)
             self.text = self._tokenizer.decode(self._token_ids, skip_special_tokens=True)
             searched_from = 0
+        return self._cut_at_stop(searched_from)
+
+    def finish(self, token_ids: list[int]) -> bool:
+        """The answer ended (end of sequence or length): its text becomes the tokenizer's decode of all its tokens,
+        including a last character whose bytes the stream still held back (U+FFFD, as decode() gives it). True
+        when a stop string completes only there (the text then ends before it)."""
+        searched_from = self._search_start()
+        self.text = self._tokenizer.decode(token_ids, skip_special_tokens=True)
+        return self._cut_at_stop(searched_from)
+
+    def _search_start(self) -> int:
+        """Where a stop string completed by the next text can start (the text before has none)."""
+        return max(0, len(self.text) - self._longest_stop + 1)
+
+    def _cut_at_stop(self, searched_from: int) -> bool:
         found = [index for index in (self.text.find(stop, searched_from) for stop in self._stops) if index >= 0]
         if found:
             self.text = self.text[: min(found)]
             return True
         return False
-
-    def finish(self, token_ids: list[int]) -> None:
-        """The answer ended without a stop string: its text is the tokenizer's decode of all its tokens, including
-        a last character whose bytes the stream still held back (decoded as U+FFFD, as decode() does)."""
-        self.text = self._tokenizer.decode(token_ids, skip_special_tokens=True)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -72,13 +73,18 @@ TEXT, DONE, ERROR = "text", "done", "error"
 
 @dataclass(eq=False)
 class EngineRequest:
-    """A submitted request; `cancel()` (from any thread) makes it leave the batch at the next step."""
+    """A submitted request; `cancel()` (from any thread) makes it leave the batch at the next step. The times
+    (time.monotonic) are what a server's latency metrics are made of."""
 
     prepared: PreparedRequest
     listener: Callable[[EngineEvent], None]
     row: RequestState
     cancelled: threading.Event = field(default_factory=threading.Event)
     finished: bool = False
+    submitted_at: float = field(default_factory=time.monotonic)
+    admitted_at: float | None = None  # its prefill started
+    first_token_at: float | None = None
+    finished_at: float | None = None
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -186,6 +192,7 @@ class GenerationEngine:
                 if admitted and request.prepared.prompt_tokens > budget:
                     break
                 budget -= request.prepared.prompt_tokens
+                request.admitted_at = time.monotonic()
                 admitted.append(self._waiting.popleft())
         return admitted
 
@@ -246,12 +253,14 @@ class GenerationEngine:
             try:
                 tokens[position] = request.row.choose(logits[position], int(greedy[position]))
                 done = request.row.add(int(tokens[position]))
+                if request.first_token_at is None:
+                    request.first_token_at = time.monotonic()
                 self.generator.stats.completion_tokens += 1
                 text = request.row.take_delta()
                 if text:
                     self._tell(request, EngineEvent(TEXT, text=text))
                 if done:
-                    request.finished = True
+                    request.finished, request.finished_at = True, time.monotonic()
                     self._tell(request, EngineEvent(DONE, result=request.row.result()))
             except Exception as error:  # noqa: BLE001 - this request's fault, not its batch-mates'
                 logger.exception("request failed in its own decode step")
@@ -274,7 +283,7 @@ class GenerationEngine:
         self._positions, self._pending = self._positions[index.to(self._positions.device)], self._pending[index]
 
     def _fail(self, request: EngineRequest, message: str) -> None:
-        request.finished = True
+        request.finished, request.finished_at = True, time.monotonic()
         self._tell(request, EngineEvent(ERROR, text=message))
 
     def _fail_all(self, message: str) -> None:

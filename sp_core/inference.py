@@ -67,6 +67,7 @@ class LlavaSPGenerator:
         self._image_tokens = config.image_tokens_per_image
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.eos_ids = _eos_ids(model, tokenizer)
+        self._longest_token_chars = max((len(token) for token in tokenizer.get_vocab()), default=1)
 
     @classmethod
     def from_pretrained(
@@ -110,6 +111,12 @@ class LlavaSPGenerator:
                 IMAGE_COUNT_MISMATCH, f"the text holds {markers} '{IMAGE}' markers for {len(request.images)} images"
             )
         prompt = chat_prompt(self.template, request.turns, system=request.system)
+        # No token covers more characters than the longest vocabulary entry: a prompt longer than that many times
+        # the context is refused before it is tokenised (an 8 MB prompt would tie up the tokenizer for seconds).
+        if len(prompt) > self.context_length * self._longest_token_chars:
+            raise GenerationInputError(
+                PROMPT_TOO_LONG, f"the context is {self.context_length} tokens, but the prompt has {len(prompt)} "
+                f"characters, more than {self.context_length} tokens can hold; shorten the chat")
         token_ids = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
         input_ids = expand_image_tokens(token_ids, self.image_token_id, self._image_tokens)
         needed = len(input_ids) + request.sampling.max_new_tokens

@@ -52,8 +52,7 @@ class RequestState:
             self.finish_reason = FINISH_STOP
             return True
         if self.generated >= min(self.sampling.max_new_tokens, self.context_left):
-            self.answer.finish(self.token_ids)
-            self.finish_reason = FINISH_LENGTH
+            self.finish_reason = FINISH_STOP if self.answer.finish(self.token_ids) else FINISH_LENGTH
             return True
         return False
 

@@ -37,6 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pipelines.model_source import resolve_model_dir
 from pipelines.serve.config import ModelSpec, ServeConfig
 from pipelines.serve.images import decode_image_url
+from pipelines.serve.metrics import ReplicaMetrics
 from pipelines.serve.protocol import (
     APIError,
     ChatCall,
@@ -48,7 +49,7 @@ from pipelines.serve.protocol import (
     parse_json_body,
     sse,
 )
-from sp_core.engine import DONE, TEXT, EngineEvent, EngineFullError, EngineLimits, GenerationEngine
+from sp_core.engine import DONE, TEXT, EngineEvent, EngineFullError, EngineLimits, EngineRequest, GenerationEngine
 from sp_core.inference import (
     PROMPT_TOO_LONG,
     GenerationInputError,
@@ -65,6 +66,7 @@ ERROR_KEY = "error"  # of the dict by which the model server reports a refused o
 OVERLOADED = "overloaded"  # the replica's queue is full: 429 with Retry-After
 GENERATION_FAILED = "generation_failed"  # this request's own generation failed; its batch-mates went on
 RETRY_AFTER_S = 1
+JSON_CONTENT_TYPE = "application/json"
 
 
 @serve.deployment(health_check_period_s=5, health_check_timeout_s=30, max_ongoing_requests=256)
@@ -82,6 +84,7 @@ class LlavaSPModelServer:
             max_images=max_images_per_request, resize=image_resize)
         self.engine = GenerationEngine(self.generator, EngineLimits(**limits))
         self.engine.start()
+        self.metrics = ReplicaMetrics(self.spec.name)
         logger.info("serving %s from %s on %s", self.spec.name, directory, device)
 
     def __del__(self) -> None:
@@ -96,13 +99,14 @@ class LlavaSPModelServer:
         except GenerationInputError as error:
             return _refusal(error.reason, str(error))
 
-    async def stream(self, turns: list[str], images: list[Image.Image], sampling: SamplingParams,
-                     system: str | None) -> AsyncIterator[str | GenerationResult | dict[str, Any]]:
+    async def stream(self, turns: list[str], images: list[Image.Image], sampling: SamplingParams, system: str | None,
+                     request_id: str = "") -> AsyncIterator[str | GenerationResult | dict[str, Any]]:
         """Text pieces as the engine decodes them, then the GenerationResult (or one error dict); leaving early
         (the client went away) takes the request out of the batch."""
         # Tokenising and image preprocessing off the event loop, so other requests keep being accepted.
         prepared = await asyncio.to_thread(self._prepare, turns, images, sampling, system)
         if isinstance(prepared, dict):
+            self.metrics.outcome("refused")
             yield prepared
             return
         loop = asyncio.get_running_loop()
@@ -110,26 +114,45 @@ class LlavaSPModelServer:
         try:
             request = self.engine.submit(prepared, lambda event: loop.call_soon_threadsafe(queue.put_nowait, event))
         except EngineFullError as error:
+            self.metrics.outcome(OVERLOADED)
+            logger.warning("request %s refused: %s", request_id, error)
             yield _refusal(OVERLOADED, str(error))
             return
+        self.metrics.load(*self.engine.load)
         try:
             while (event := await queue.get()).kind == TEXT:
                 yield event.text
-            yield event.result if event.kind == DONE else _refusal(GENERATION_FAILED, event.text)
+            if event.kind == DONE:
+                self._finished(request, request_id, event.result.finish_reason, event.result.completion_tokens)
+                yield event.result
+            else:
+                self._finished(request, request_id, "error", request.row.generated, event.text)
+                yield _refusal(GENERATION_FAILED, event.text)
         finally:
-            request.cancel()  # a finished request is already out; one whose client went away leaves now
+            if not request.finished:  # the client went away: the request leaves the batch at the next step
+                request.cancel()
+                self._finished(request, request_id, "cancelled", request.row.generated)
+
+    def _finished(self, request: EngineRequest, request_id: str, outcome: str, completion_tokens: int,
+                  problem: str = "") -> None:
+        self.metrics.finished(request, outcome, completion_tokens)
+        self.metrics.load(*self.engine.load)
+        log = logger.warning if problem else logger.info
+        log("request %s: %s after %d tokens%s", request_id, outcome, completion_tokens,
+            f" ({problem})" if problem else "")
 
     async def chat(self, turns: list[str], images: list[Image.Image], sampling: SamplingParams,
-                   system: str | None) -> GenerationResult | dict[str, Any]:
+                   system: str | None, request_id: str = "") -> GenerationResult | dict[str, Any]:
         """The GenerationResult (or one error dict)."""
-        async for item in self.stream(turns, images, sampling, system):
+        async for item in self.stream(turns, images, sampling, system, request_id):
             if not isinstance(item, str):
                 return item
         raise RuntimeError("the engine ended a request without a result")
 
     def stats(self) -> dict[str, Any]:
         running, waiting = self.engine.load
-        return {**dataclasses.asdict(self.generator.stats), "running": running, "waiting": waiting}
+        return {**dataclasses.asdict(self.generator.stats), "running": running, "waiting": waiting,
+                **self.metrics.summary()}
 
 
 def _refusal(reason: str, message: str) -> dict[str, Any]:
@@ -215,6 +238,11 @@ async def _sse_events(call: ChatCall, first: Any, stream: AsyncIterator) -> Asyn
     yield sse("[DONE]")
 
 
+# Defined before the ingress class: defined after it, its routes raised NameError in the replica.
+def _body_too_large(size: str, limit: int) -> APIError:
+    return APIError(413, f"the request body is {size} bytes, over max_request_bytes={limit}", "request_too_large")
+
+
 @serve.deployment(max_ongoing_requests=256)
 @serve.ingress(api)
 class LlavaSPIngress:
@@ -256,7 +284,7 @@ class LlavaSPIngress:
         call.request_id = f"chatcmpl-{request_id}"
         handle = self.models[call.model]
         images = await asyncio.to_thread(self._decode_images, call.image_urls) if call.image_urls else []
-        arguments = (call.turns, images, call.sampling, call.system)
+        arguments = (call.turns, images, call.sampling, call.system, call.request_id)
         if call.stream:
             stream = handle.options(stream=True).stream.remote(*arguments)
             first = await stream.__anext__()  # a refused request still gets a 4xx, not a 200 stream
@@ -274,19 +302,37 @@ class LlavaSPIngress:
     def _decode_images(self, urls: list[str]) -> list[Image.Image]:
         config = self.config
         return [decode_image_url(url, index, config.max_image_bytes, config.max_image_pixels,
-                                 config.allow_remote_images, config.remote_image_timeout_s)
+                                 config.allow_remote_images, config.remote_image_timeout_s,
+                                 pad_to_square=config.image_aspect == "pad")
                 for index, url in enumerate(urls)]
 
     async def _parse(self, request: Request) -> ChatCall:
+        content_type = request.headers.get("content-type", "")
+        if content_type.split(";")[0].strip().lower() != JSON_CONTENT_TYPE:
+            # Also what keeps a web page from posting a form or text/plain body to a server on localhost (CSRF).
+            raise APIError(415, f"Content-Type must be {JSON_CONTENT_TYPE}, got {content_type or 'none'!r}",
+                           "unsupported_media_type")
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self.config.max_request_bytes:
-            raise APIError(413, f"the request body is {declared} bytes, over max_request_bytes="
-                           f"{self.config.max_request_bytes}", "request_too_large")
-        call = parse_chat_request(parse_json_body(await request.body()), self.limits)
+            raise _body_too_large(declared, self.config.max_request_bytes)
+        raw = await self._body(request)
+        # Parsing a large body off the event loop, so that it keeps accepting other requests meanwhile.
+        call = parse_chat_request(await asyncio.to_thread(parse_json_body, raw), self.limits)
         if call.model not in self.models:
             raise APIError(404, f"model {call.model!r} does not exist; available: {', '.join(sorted(self.models))}",
                            "model_not_found", "model")
         return call
+
+
+    async def _body(self, request: Request) -> bytes:
+        """The body, refused as soon as it passes max_request_bytes (also when it comes chunked, unannounced)."""
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.config.max_request_bytes:
+                raise _body_too_large(f"at least {size}", self.config.max_request_bytes)
+            chunks.append(chunk)
+        return b"".join(chunks)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -18,8 +18,9 @@ from sp_core.image_processing import ImageError, load_rgb_image
 
 
 def decode_image_url(url: str, index: int, max_bytes: int, max_pixels: int, allow_remote: bool,
-                     timeout_s: float = 10.0) -> Image.Image:
-    """The image of the request's `index`-th image part."""
+                     timeout_s: float = 10.0, pad_to_square: bool = False) -> Image.Image:
+    """The image of the request's `index`-th image part. With pad_to_square (LLaVA-1.5's "pad" preprocessing) the
+    pixel limit also holds for the square canvas the image is padded onto: a 1 x 9500 image costs 9500 x 9500."""
     where = f"image {index}"
     if url.startswith("data:"):
         data = _data_url_bytes(url, where, max_bytes)
@@ -33,9 +34,16 @@ def decode_image_url(url: str, index: int, max_bytes: int, max_pixels: int, allo
         raise bad_request(f"{where}: image_url must be a data: URL (or http(s) when enabled), got {url[:40]!r}",
                           "invalid_image_url", "messages")
     try:
-        return load_rgb_image(data, max_pixels=max_pixels)
+        image = load_rgb_image(data, max_pixels=max_pixels)
     except ImageError as error:
         raise bad_request(f"{where}: {error.reason}: {error}", error.reason, "messages") from error
+    side = max(image.size)
+    if pad_to_square and side * side > max_pixels:
+        width, height = image.size
+        raise bad_request(f"{where}: image_too_large: the image is {width}x{height}, and padded to a square for the "
+                          f"model it is {side}x{side} = {side * side} pixels, over max_pixels={max_pixels}",
+                          "image_too_large", "messages")
+    return image
 
 
 def _data_url_bytes(url: str, where: str, max_bytes: int) -> bytes:

@@ -4,6 +4,7 @@ import asyncio
 import base64
 import io
 import json
+import time
 
 import httpx
 import numpy as np
@@ -44,6 +45,7 @@ def _chat(model: str = "sp-cropping", text: str = "What colour is the shape?", i
 
 def _post(body, headers=AUTH, **kwargs) -> httpx.Response:
     if isinstance(body, (bytes, str)):
+        headers = {"content-type": "application/json", **headers}
         return httpx.post(f"{URL}/v1/chat/completions", content=body, headers=headers, timeout=60, **kwargs)
     return httpx.post(f"{URL}/v1/chat/completions", json=body, headers=headers, timeout=60, **kwargs)
 
@@ -73,7 +75,7 @@ def served(ray_session, tmp_path_factory):
                 ModelSpec(name="sp-pooling", source=str(pooling), cpus_per_replica=0.5),
                 ModelSpec(name="corrupt", source=str(corrupt), cpus_per_replica=0.5)],
         port=PORT, app_name="test-serve", max_batch_size=8, max_tokens_limit=64, default_max_tokens=16,
-        max_image_bytes=300_000, max_image_pixels=1_000_000, api_key_file=str(root / "key"),
+        max_image_bytes=300_000, max_image_pixels=1_000_000, max_request_bytes=2_000_000, api_key_file=str(root / "key"),
     )
     assert deploy(config) == URL
     yield {"cropping": cropping, "pooling": pooling}
@@ -182,6 +184,10 @@ BAD_REQUESTS = [
      "image 0: image_undecodable"),
     ("truncated image", _chat(image=_png(1)[:400]), AUTH, 400, "image_", "image 0:"),
     ("decompression bomb", _chat(image=_too_many_pixels_png()), AUTH, 400, "image_too_large", "over max_pixels"),
+    ("a thin image padded", _chat(image=_png(3, size=(1, 1500))), AUTH, 400, "image_too_large",
+     "padded to a square for the model it is 1500x1500 = 2250000 pixels"),
+    ("a huge prompt", _chat(text="x" * 1_500_000), AUTH, 400, "context_length_exceeded",
+     "characters, more than 2048 tokens can hold"),
     ("over the byte limit", _chat(image=_png(2, size=(400, 400))), AUTH, 413, "image_too_many_bytes",
      "max_image_bytes=300000"),
     ("two images", {**_chat(), "messages": [{"role": "user", "content": [
@@ -242,6 +248,63 @@ def test_a_tiny_temperature_is_greedy_and_fails_nobody(served):
     answers = [response.json()["choices"][0]["message"]["content"] for response in responses]
     assert answers[3] == answers[0]  # the same question, greedy
     assert answers[:3] == [_post(body).json()["choices"][0]["message"]["content"] for body in bodies]
+
+
+def test_only_json_bodies_of_bounded_size_are_read(served):
+    """A form or text/plain post (what a web page can send to a local server) is refused, and a body streamed in
+    chunks without a Content-Length is cut off at max_request_bytes."""
+    body = json.dumps(_chat()).encode()
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
+        headers = {**AUTH, **({"content-type": content_type} if content_type else {})}
+        response = httpx.post(f"{URL}/v1/chat/completions", content=body, headers=headers, timeout=60)
+        assert response.status_code == 415 and response.json()["error"]["code"] == "unsupported_media_type"
+
+    def chunks():
+        yield b'{"model": "sp-cropping", "messages": [{"role": "user", "content": "'
+        for _ in range(40):
+            yield b"y" * 100_000
+        yield b'"}]}'
+
+    response = httpx.post(f"{URL}/v1/chat/completions", content=chunks(),
+                          headers={**AUTH, "content-type": "application/json"}, timeout=60)
+    assert response.status_code == 413, response.text
+    assert "over max_request_bytes=2000000" in response.json()["error"]["message"]
+    assert _post(_chat(max_tokens=1)).status_code == 200
+
+
+def test_a_client_that_goes_away_mid_stream_leaves_the_batch_and_latencies_are_recorded(served):
+    from ray import serve
+
+    handle = serve.get_deployment_handle("model-sp-cropping", "test-serve")
+    before = handle.stats.remote().result()["outcomes"]
+
+    async def leave_mid_stream():
+        async with httpx.AsyncClient(timeout=120, headers=AUTH) as client:
+            # Batch-mates that keep the replica decoding, so the stream is still running when its client leaves.
+            mates = [asyncio.ensure_future(client.post(f"{URL}/v1/chat/completions", json=_chat(
+                text=f"Describe everything. {index}", image=_png(index), max_tokens=64))) for index in range(6)]
+            body = _chat(text="Describe everything.", image=_png(9), max_tokens=64, stream=True)
+            async with client.stream("POST", f"{URL}/v1/chat/completions", json=body) as response:
+                lines = 0
+                async for _ in response.aiter_lines():
+                    lines += 1
+                    if lines == 3:
+                        break  # the client goes away after a few chunks
+            return [response.status_code for response in await asyncio.gather(*mates)]
+
+    assert asyncio.run(leave_mid_stream()) == [200] * 6
+    deadline, stats = time.monotonic() + 30, {}
+    while time.monotonic() < deadline:
+        stats = handle.stats.remote().result()
+        if stats["outcomes"].get("cancelled", 0) > before.get("cancelled", 0) and stats["running"] == 0:
+            break
+        time.sleep(0.2)
+    assert stats["outcomes"]["cancelled"] == before.get("cancelled", 0) + 1  # it left before its 64th token
+    assert stats["running"] == stats["waiting"] == 0
+    latest = stats["latest"]
+    assert latest["time_to_first_token_s"] > 0 and latest["queue_time_s"] >= 0
+    assert 0 < latest["time_per_output_token_s"] < 10
+    assert _post(_chat(max_tokens=2)).status_code == 200
 
 
 def test_unknown_route_is_a_json_404(served):
