@@ -75,7 +75,7 @@ class LlavaSPModelServer:
     thread of its own while this replica's event loop keeps taking requests."""
 
     def __init__(self, spec: dict[str, Any], limits: dict[str, int], image_aspect: str, max_images_per_request: int,
-                 image_resize: str):
+                 image_resize: str, stream_interval_s: float):
         self.spec = ModelSpec(**spec)
         directory = resolve_model_dir(self.spec.source, self.spec.variant, f"model {self.spec.name}")
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -85,6 +85,7 @@ class LlavaSPModelServer:
         self.engine = GenerationEngine(self.generator, EngineLimits(**limits))
         self.engine.start()
         self.metrics = ReplicaMetrics(self.spec.name)
+        self.stream_interval_s = stream_interval_s
         logger.info("serving %s from %s on %s", self.spec.name, directory, device)
 
     def __del__(self) -> None:
@@ -120,8 +121,18 @@ class LlavaSPModelServer:
             return
         self.metrics.load(*self.engine.load)
         try:
+            sent_at = -self.stream_interval_s
             while (event := await queue.get()).kind == TEXT:
-                yield event.text
+                # Pieces go out at most every stream_interval_s, with all the text decoded meanwhile: each piece is a
+                # message through Serve's proxy, and one per token per stream would cost more than the decoding.
+                await asyncio.sleep(max(0.0, sent_at + self.stream_interval_s - loop.time()))
+                text = event.text
+                while not queue.empty() and (event := queue.get_nowait()).kind == TEXT:
+                    text += event.text
+                yield text
+                sent_at = loop.time()
+                if event.kind != TEXT:
+                    break
             if event.kind == DONE:
                 self._finished(request, request_id, event.result.finish_reason, event.result.completion_tokens)
                 yield event.result
@@ -361,7 +372,8 @@ def build_app(args: dict[str, Any] | ServeConfig | None = None) -> serve.Applica
         limits = {"max_running": config.max_batch_size, "max_prefill_tokens": config.max_prefill_tokens,
                   "max_waiting": config.max_waiting}
         models[spec.name] = LlavaSPModelServer.options(**options).bind(
-            dataclasses.asdict(spec), limits, config.image_aspect, config.max_images_per_request, config.image_resize)
+            dataclasses.asdict(spec), limits, config.image_aspect, config.max_images_per_request, config.image_resize,
+            config.stream_interval_s)
     return LlavaSPIngress.options(name="ingress", ray_actor_options={"num_cpus": config.ingress_cpus}).bind(
         models, dataclasses.asdict(config))
 

@@ -42,6 +42,8 @@ class ServeConfig:
     max_batch_size: int = 8
     max_prefill_tokens: int = 8192
     max_waiting: int = 64
+    # A stream sends its text at most this often, all that was decoded meanwhile in one chunk (0: every token).
+    stream_interval_s: float = 0.02
 
     # Request limits (bad requests get 4xx, never a crash)
     max_tokens_limit: int = 1024  # the largest max_tokens a client may ask for
@@ -77,6 +79,8 @@ class ServeConfig:
                      "max_images_per_request", "max_image_bytes", "max_image_pixels", "max_request_bytes"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} must be at least 1")
+        if self.stream_interval_s < 0:
+            problems.append(f"stream_interval_s={self.stream_interval_s} must be >= 0")
         if self.default_max_tokens > self.max_tokens_limit:
             problems.append(f"default_max_tokens={self.default_max_tokens} is over max_tokens_limit={self.max_tokens_limit}")
         problems.extend(image_option_problems(self.image_aspect, self.image_resize))

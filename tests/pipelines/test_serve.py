@@ -75,6 +75,7 @@ def served(ray_session, tmp_path_factory):
                 ModelSpec(name="sp-pooling", source=str(pooling), cpus_per_replica=0.5),
                 ModelSpec(name="corrupt", source=str(corrupt), cpus_per_replica=0.5)],
         port=PORT, app_name="test-serve", max_batch_size=8, max_tokens_limit=64, default_max_tokens=16,
+        stream_interval_s=0.0,  # a piece per token, so that the streaming tests see several
         max_image_bytes=300_000, max_image_pixels=1_000_000, max_request_bytes=2_000_000, api_key_file=str(root / "key"),
     )
     assert deploy(config) == URL
