@@ -221,7 +221,7 @@ class GenerationEngine:
                 self._fail(admitted[0], f"its prefill failed ({type(error).__name__}: {error})")
                 return
             for request in admitted:
-                self._prefill(([request]))
+                self._prefill([request])
 
     def _prefill_batch(self, admitted: list[EngineRequest]) -> None:
         device, generator = self.model.device, self.generator

@@ -43,6 +43,7 @@ from sp_core.image_processing import DEFAULT_ASPECT, DEFAULT_RESIZE, AspectMode,
 from sp_core.loading import load_llava_sp
 from sp_core.modeling import LlavaSPForConditionalGeneration
 
+
 class LlavaSPGenerator:
     """Chat requests -> text with a LLaVA-SP model; one forward per step for a whole batch."""
 

@@ -85,12 +85,13 @@ class OwnBenchmark(Benchmark):
 
     def score(self, answers: list[dict[str, Any]], questions_path: Path,
               annotations: Path | None) -> dict[str, float]:
-        truth = self._ground_truth(questions_path, annotations)
+        questions = self.load_questions(questions_path)
+        truth = self._ground_truth(questions, questions_path, annotations)
         predictions = answers_by_id(answers)
         scores: list[float] = []
         by_category: dict[str, list[float]] = defaultdict(list)
         missing = 0
-        for question in self.load_questions(questions_path):
+        for question in questions:
             key = id_key(question.question_id)
             answer = predictions.get(key)
             missing += answer is None
@@ -105,7 +106,8 @@ class OwnBenchmark(Benchmark):
         metrics.update(questions=len(scores), missing=missing)
         return metrics
 
-    def _ground_truth(self, questions_path: Path, annotations: Path | None) -> dict[str, Any]:
+    def _ground_truth(self, questions: list[EvalQuestion], questions_path: Path,
+                      annotations: Path | None) -> dict[str, Any]:
         """question_id -> the truth this metric needs, from the annotation file or the question rows."""
         field = "answers" if self.metric == "vqa" else "answer"
         source = annotations if annotations is not None else questions_path
@@ -113,8 +115,7 @@ class OwnBenchmark(Benchmark):
         for where, row in read_jsonl_lines(source):
             require_fields(row, ("question_id", field), where)
             truth[id_key(row["question_id"])] = self._checked(row[field], where)
-        missing = [question.question_id for question in self.load_questions(questions_path)
-                   if id_key(question.question_id) not in truth]
+        missing = [question.question_id for question in questions if id_key(question.question_id) not in truth]
         if missing:
             raise BenchmarkDataError(f"{source}: no {field!r} for question_id {', '.join(map(str, missing[:5]))}")
         return truth

@@ -68,20 +68,24 @@ def read_provenance(directory: Path) -> AnswerProvenance | None:
 
 def claim_answers(answers_path: Path, provenance: AnswerProvenance) -> str:
     """Make `answers_path` belong to `provenance`: keep it when it was made by the same inputs, else move it aside
-    (answers.jsonl.stale-<time>). Returns a sentence saying what happened, for the job's log."""
+    (answers.jsonl.stale-<time>, with a warning). Returns the sentence it logs about what happened."""
     directory = answers_path.parent
     directory.mkdir(parents=True, exist_ok=True)
     previous = read_provenance(directory)
     if answers_path.is_file() and answers_path.stat().st_size:
         if previous is not None and not provenance.differences(previous):
             lines = sum(1 for line in answers_path.read_text().splitlines() if _complete(line))
-            return (f"resuming {lines} answers from {answers_path} (same model sha256 {provenance.model_sha256[:12]}, "
-                    f"question file sha256 {provenance.questions_sha256[:12]} and settings)")
+            message = (f"resuming {lines} answers from {answers_path} (same model sha256 "
+                       f"{provenance.model_sha256[:12]}, question file sha256 {provenance.questions_sha256[:12]} and "
+                       "settings)")
+            logger.info("%s", message)
+            return message
         stale = _free_name(answers_path.with_name(f"{answers_path.name}.stale-{time.strftime('%Y%m%dT%H%M%S')}"))
         answers_path.rename(stale)
         reason = ("no record of what made them" if previous is None
                   else "made by other inputs: " + "; ".join(provenance.differences(previous)))
         message = f"not reusing the answers in {answers_path}, {reason}; moved to {stale.name}, starting over"
+        logger.warning("%s", message)
     else:
         message = f"no answers to resume in {directory}: starting"
     (directory / PROVENANCE_FILE).write_text(json.dumps(asdict(provenance), indent=2, sort_keys=True) + "\n")

@@ -90,7 +90,6 @@ def predict(questions: list[EvalQuestion], model_dir: str, model_id: str, image_
     out_dir.mkdir(parents=True, exist_ok=True)
     answers_path, errors_path = out_dir / ANSWERS_FILE, out_dir / ERRORS_FILE
     resumed = claim_answers(answers_path, provenance)
-    logger.info("%s: %s", model_id, resumed)
     done = _answered_keys(answers_path)
     todo = {question_key(question.question_id, question.metadata): question for question in questions}
     todo = {key: question for key, question in todo.items() if key not in done}
