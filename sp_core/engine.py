@@ -134,8 +134,8 @@ class GenerationEngine:
 
     def step(self) -> bool:
         """One scheduling step; False when there was nothing to do."""
+        self._drop(lambda request: request.cancelled.is_set() or request.finished)  # frees their rows first
         admitted = self._admit()
-        self._drop(lambda request: request.cancelled.is_set() or request.finished)
         worked = bool(self._running)
         if self._running:
             self._decode()
