@@ -74,11 +74,13 @@ TEXT, DONE, ERROR = "text", "done", "error"
 @dataclass(eq=False)
 class EngineRequest:
     """A submitted request; `cancel()` (from any thread) makes it leave the batch at the next step. The times
-    (time.monotonic) are what a server's latency metrics are made of."""
+    (time.monotonic) are what a server's latency metrics are made of. A request that does not stream hears only
+    its end (`done` or `error`)."""
 
     prepared: PreparedRequest
     listener: Callable[[EngineEvent], None]
     row: RequestState
+    streams: bool = True
     cancelled: threading.Event = field(default_factory=threading.Event)
     finished: bool = False
     submitted_at: float = field(default_factory=time.monotonic)
@@ -113,9 +115,10 @@ class GenerationEngine:
     # ------------------------------------------------------------------------------------------------------------
     # Requests in
 
-    def submit(self, prepared: PreparedRequest, listener: Callable[[EngineEvent], None]) -> EngineRequest:
+    def submit(self, prepared: PreparedRequest, listener: Callable[[EngineEvent], None],
+               streams: bool = True) -> EngineRequest:
         """Queue a prepared request; raises EngineFullError when max_waiting requests are already queued."""
-        request = EngineRequest(prepared, listener, RequestState(prepared, self.generator))
+        request = EngineRequest(prepared, listener, RequestState(prepared, self.generator), streams)
         with self._wakeup:
             if len(self._waiting) >= self.limits.max_waiting:
                 raise EngineFullError(f"{len(self._waiting)} requests are waiting (max_waiting="
@@ -167,7 +170,7 @@ class GenerationEngine:
         while not self._closed:
             try:
                 worked = self.step()
-            except Exception:  # noqa: BLE001 - a fault of the whole batch (its forward) must not stop the server
+            except Exception:
                 logger.exception("a decode step failed; failing the requests in it")
                 self._fail_all("generation failed in the model's forward pass")
                 worked = True
@@ -256,13 +259,13 @@ class GenerationEngine:
                 if request.first_token_at is None:
                     request.first_token_at = time.monotonic()
                 self.generator.stats.completion_tokens += 1
-                text = request.row.take_delta()
+                text = request.row.take_delta() if request.streams else ""
                 if text:
                     self._tell(request, EngineEvent(TEXT, text=text))
                 if done:
                     request.finished, request.finished_at = True, time.monotonic()
                     self._tell(request, EngineEvent(DONE, result=request.row.result()))
-            except Exception as error:  # noqa: BLE001 - this request's fault, not its batch-mates'
+            except Exception as error:
                 logger.exception("request failed in its own decode step")
                 self._fail(request, f"generation failed ({type(error).__name__}: {error})")
         return tokens
@@ -295,7 +298,7 @@ class GenerationEngine:
     def _tell(self, request: EngineRequest, event: EngineEvent) -> None:
         try:
             request.listener(event)
-        except Exception:  # noqa: BLE001 - a listener that cannot take events has lost its client
+        except Exception:
             logger.warning("a request's listener failed; the request leaves the batch", exc_info=True)
             request.cancel()
 

@@ -144,7 +144,7 @@ class LlavaSPGenerator:
         with self._lock:
             engine = GenerationEngine(self, UNLIMITED)
             for index, request in enumerate(prepared):
-                engine.submit(request, events[index].append)
+                engine.submit(request, events[index].append, streams=False)
             engine.run_until_idle()
         ends = [next(event for event in reversed(heard) if event.kind in (DONE, ERROR)) for heard in events]
         failed = {index: end.text for index, end in enumerate(ends) if end.kind == ERROR}

@@ -29,6 +29,8 @@ import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from openai.types import Model
+from openai.types.chat.chat_completion_chunk import ChoiceDelta
 from PIL import Image
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -37,6 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pipelines.model_source import resolve_model_dir
 from pipelines.serve.config import ModelSpec, ServeConfig
 from pipelines.serve.images import decode_image_url
+from pipelines.serve.inbox import EventInbox
 from pipelines.serve.metrics import ReplicaMetrics
 from pipelines.serve.protocol import (
     APIError,
@@ -46,10 +49,17 @@ from pipelines.serve.protocol import (
     chunk_body,
     completion_body,
     parse_chat_request,
-    parse_json_body,
     sse,
 )
-from sp_core.engine import DONE, TEXT, EngineEvent, EngineFullError, EngineLimits, EngineRequest, GenerationEngine
+from sp_core.engine import (
+    DONE,
+    TEXT,
+    EngineEvent,
+    EngineFullError,
+    EngineLimits,
+    EngineRequest,
+    GenerationEngine,
+)
 from sp_core.inference import (
     PROMPT_TOO_LONG,
     GenerationInputError,
@@ -60,13 +70,23 @@ from sp_core.inference import (
     SamplingParams,
 )
 
-logger = logging.getLogger(__name__)
+# Serve's own logger: its records go to the replica's log file under logs/serve/, tagged with the request id.
+logger = logging.getLogger("ray.serve")
 
 ERROR_KEY = "error"  # of the dict by which the model server reports a refused or failed request
 OVERLOADED = "overloaded"  # the replica's queue is full: 429 with Retry-After
 GENERATION_FAILED = "generation_failed"  # this request's own generation failed; its batch-mates went on
 RETRY_AFTER_S = 1
 JSON_CONTENT_TYPE = "application/json"
+
+
+@dataclasses.dataclass
+class StreamPiece:
+    """What a streamed request sends from the model server to the ingress: the text decoded since the last piece,
+    and on the last piece the request's end (its GenerationResult, or the error dict of its refusal or failure)."""
+
+    text: str
+    end: GenerationResult | dict[str, Any] | None = None
 
 
 @serve.deployment(health_check_period_s=5, health_check_timeout_s=30, max_ongoing_requests=256)
@@ -100,49 +120,74 @@ class LlavaSPModelServer:
         except GenerationInputError as error:
             return _refusal(error.reason, str(error))
 
-    async def stream(self, turns: list[str], images: list[Image.Image], sampling: SamplingParams, system: str | None,
-                     request_id: str = "") -> AsyncIterator[str | GenerationResult | dict[str, Any]]:
-        """Text pieces as the engine decodes them, then the GenerationResult (or one error dict); leaving early
-        (the client went away) takes the request out of the batch."""
+    async def _submit(self, turns: list[str], images: list[Image.Image], sampling: SamplingParams,
+                      system: str | None, request_id: str, streams: bool
+                      ) -> tuple[EngineRequest, EventInbox] | dict[str, Any]:
+        """The request in the engine and the inbox its events arrive in, or the error dict of a refusal."""
         # Tokenising and image preprocessing off the event loop, so other requests keep being accepted.
         prepared = await asyncio.to_thread(self._prepare, turns, images, sampling, system)
         if isinstance(prepared, dict):
             self.metrics.outcome("refused")
-            yield prepared
-            return
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[EngineEvent] = asyncio.Queue()
+            return prepared
+        inbox = EventInbox(asyncio.get_running_loop())
         try:
-            request = self.engine.submit(prepared, lambda event: loop.call_soon_threadsafe(queue.put_nowait, event))
+            request = self.engine.submit(prepared, inbox.put, streams=streams)
         except EngineFullError as error:
             self.metrics.outcome(OVERLOADED)
             logger.warning("request %s refused: %s", request_id, error)
-            yield _refusal(OVERLOADED, str(error))
-            return
+            return _refusal(OVERLOADED, str(error))
         self.metrics.load(*self.engine.load)
+        return request, inbox
+
+    async def stream(self, turns: list[str], images: list[Image.Image], sampling: SamplingParams, system: str | None,
+                     request_id: str = "") -> AsyncIterator[StreamPiece]:
+        """The text as the engine decodes it, in pieces, the last one with the request's end; leaving early (the
+        client went away) takes the request out of the batch."""
+        submitted = await self._submit(turns, images, sampling, system, request_id, streams=True)
+        if isinstance(submitted, dict):
+            yield StreamPiece("", submitted)
+            return
+        request, inbox = submitted
         try:
-            sent_at = -self.stream_interval_s
-            while (event := await queue.get()).kind == TEXT:
-                # Pieces go out at most every stream_interval_s, with all the text decoded meanwhile: each piece is a
-                # message through Serve's proxy, and one per token per stream would cost more than the decoding.
-                await asyncio.sleep(max(0.0, sent_at + self.stream_interval_s - loop.time()))
-                text = event.text
-                while not queue.empty() and (event := queue.get_nowait()).kind == TEXT:
-                    text += event.text
-                yield text
-                sent_at = loop.time()
-                if event.kind != TEXT:
-                    break
-            if event.kind == DONE:
-                self._finished(request, request_id, event.result.finish_reason, event.result.completion_tokens)
-                yield event.result
-            else:
-                self._finished(request, request_id, "error", request.row.generated, event.text)
-                yield _refusal(GENERATION_FAILED, event.text)
+            # Text goes out at most every stream_interval_s, all that was decoded meanwhile in one piece: each piece
+            # is a message through Serve's proxy, and one per token per stream would cost more than the decoding of
+            # a small model. The first piece goes out at once, and so does the end.
+            hold_s = 0.0
+            while True:
+                events = await inbox.take(hold_s)
+                text = "".join(event.text for event in events if event.kind == TEXT)
+                if events[-1].kind != TEXT:
+                    yield StreamPiece(text, self._end(request, request_id, events[-1]))
+                    return
+                yield StreamPiece(text)
+                hold_s = self.stream_interval_s
         finally:
-            if not request.finished:  # the client went away: the request leaves the batch at the next step
-                request.cancel()
-                self._finished(request, request_id, "cancelled", request.row.generated)
+            self._leave_if_unfinished(request, request_id)
+
+    async def chat(self, turns: list[str], images: list[Image.Image], sampling: SamplingParams,
+                   system: str | None, request_id: str = "") -> GenerationResult | dict[str, Any]:
+        """The GenerationResult (or one error dict)."""
+        submitted = await self._submit(turns, images, sampling, system, request_id, streams=False)
+        if isinstance(submitted, dict):
+            return submitted
+        request, inbox = submitted
+        try:
+            return self._end(request, request_id, (await inbox.take())[-1])
+        finally:
+            self._leave_if_unfinished(request, request_id)
+
+    def _end(self, request: EngineRequest, request_id: str, event: EngineEvent) -> GenerationResult | dict[str, Any]:
+        """What the client gets for the request's last event: its result, or the error dict of its failure."""
+        if event.kind == DONE:
+            self._finished(request, request_id, event.result.finish_reason, event.result.completion_tokens)
+            return event.result
+        self._finished(request, request_id, "error", request.row.generated, event.text)
+        return _refusal(GENERATION_FAILED, event.text)
+
+    def _leave_if_unfinished(self, request: EngineRequest, request_id: str) -> None:
+        if not request.finished:  # the client went away: the request leaves the batch at the next step
+            request.cancel()
+            self._finished(request, request_id, "cancelled", request.row.generated)
 
     def _finished(self, request: EngineRequest, request_id: str, outcome: str, completion_tokens: int,
                   problem: str = "") -> None:
@@ -151,14 +196,6 @@ class LlavaSPModelServer:
         log = logger.warning if problem else logger.info
         log("request %s: %s after %d tokens%s", request_id, outcome, completion_tokens,
             f" ({problem})" if problem else "")
-
-    async def chat(self, turns: list[str], images: list[Image.Image], sampling: SamplingParams,
-                   system: str | None, request_id: str = "") -> GenerationResult | dict[str, Any]:
-        """The GenerationResult (or one error dict)."""
-        async for item in self.stream(turns, images, sampling, system, request_id):
-            if not isinstance(item, str):
-                return item
-        raise RuntimeError("the engine ended a request without a result")
 
     def stats(self) -> dict[str, Any]:
         running, waiting = self.engine.load
@@ -225,28 +262,37 @@ def _raise_if_refused(answer: Any, request_id: str) -> None:
         raise error
 
 
-async def _sse_events(call: ChatCall, first: Any, stream: AsyncIterator) -> AsyncIterator[str]:
-    """OpenAI chunk events: the role, the text pieces, the finish reason, [usage], [DONE]."""
-    yield sse(chunk_body(call, {"role": "assistant", "content": ""}))
-    item = first
+async def _sse_events(call: ChatCall, first: StreamPiece, stream: AsyncIterator[StreamPiece]) -> AsyncIterator[str]:
+    """OpenAI chunk events: the role, the text pieces, the finish reason, [usage], [DONE]; those of one piece
+    go out in one write."""
+    events = [sse(chunk_body(call, ChoiceDelta(role="assistant", content="")))]
+    piece = first
     try:
         while True:
-            error = _refusal_error(item, call.request_id)
-            if error is not None:  # failed after its first piece: in-band, as OpenAI reports mid-stream errors
-                yield sse(error.body())
+            if piece.text:
+                events.append(sse(chunk_body(call, ChoiceDelta(content=piece.text))))
+            if piece.end is not None:
+                events.extend(_end_events(call, piece.end))
                 break
-            if isinstance(item, GenerationResult):
-                yield sse(chunk_body(call, {}, finish_reason=item.finish_reason))
-                if call.include_usage:
-                    yield sse(chunk_body(call, {}, result=item))
-                break
-            yield sse(chunk_body(call, {"content": item}))
-            item = await stream.__anext__()
+            yield "".join(events)
+            events = []
+            piece = await stream.__anext__()
     except Exception as error:  # headers are sent: report in-band, as OpenAI does, then end the stream
         logger.exception("stream %s failed in generation", call.request_id)
-        yield sse(APIError(500, f"generation failed ({type(error).__name__}); request id {call.request_id}",
-                           "internal_error", error_type="server_error").body())
-    yield sse("[DONE]")
+        events.append(sse(APIError(500, f"generation failed ({type(error).__name__}); request id {call.request_id}",
+                                   "internal_error", error_type="server_error").body()))
+    events.append(sse("[DONE]"))
+    yield "".join(events)
+
+
+def _end_events(call: ChatCall, end: GenerationResult | dict[str, Any]) -> list[str]:
+    error = _refusal_error(end, call.request_id)
+    if error is not None:  # failed after its first piece: in-band, as OpenAI reports mid-stream errors
+        return [sse(error.body())]
+    events = [sse(chunk_body(call, finish_reason=end.finish_reason))]
+    if call.include_usage:
+        events.append(sse(chunk_body(call, result=end)))
+    return events
 
 
 # Defined before the ingress class: defined after it, its routes raised NameError in the replica.
@@ -282,8 +328,8 @@ class LlavaSPIngress:
     @api.get("/v1/models")
     async def list_models(self, request: Request) -> dict[str, Any]:
         self._authorize(request)
-        return {"object": "list", "data": [{"id": name, "object": "model", "created": self.created,
-                                            "owned_by": "llava-sp"} for name in self.models]}
+        return {"object": "list", "data": [Model(id=name, object="model", created=self.created, owned_by="llava-sp")
+                                           .model_dump() for name in self.models]}
 
     @api.post("/v1/chat/completions")
     async def chat_completions(self, request: Request):
@@ -299,7 +345,7 @@ class LlavaSPIngress:
         if call.stream:
             stream = handle.options(stream=True).stream.remote(*arguments)
             first = await stream.__anext__()  # a refused request still gets a 4xx, not a 200 stream
-            _raise_if_refused(first, request_id)
+            _raise_if_refused(first.end, request_id)
             return StreamingResponse(_sse_events(call, first, stream), media_type="text/event-stream")
         try:
             answer = await handle.chat.remote(*arguments)
@@ -328,7 +374,7 @@ class LlavaSPIngress:
             raise _body_too_large(declared, self.config.max_request_bytes)
         raw = await self._body(request)
         # Parsing a large body off the event loop, so that it keeps accepting other requests meanwhile.
-        call = parse_chat_request(await asyncio.to_thread(parse_json_body, raw), self.limits)
+        call = await asyncio.to_thread(parse_chat_request, raw, self.limits)
         if call.model not in self.models:
             raise APIError(404, f"model {call.model!r} does not exist; available: {', '.join(sorted(self.models))}",
                            "model_not_found", "model")

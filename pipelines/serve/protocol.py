@@ -1,26 +1,44 @@
-"""The OpenAI chat-completions wire format: request validation -> a ChatCall, results -> response / chunk bodies.
+"""The OpenAI chat-completions wire format: a request body -> a ChatCall, results -> response and chunk bodies.
 
-Pure functions (no Ray, no model), so every bad-request rule is unit-tested and the Serve ingress stays thin. A bad
-request raises APIError, which carries the HTTP status and the OpenAI error body: {"error": {"message", "type",
-"param", "code"}}. Images are only collected here (as their URLs); decoding them is images.py's job.
+Requests are validated by pydantic models of the part of the API this server implements (strict types, unknown
+parameters refused); responses are the openai package's own types. Pure functions (no Ray, no model), so every
+bad-request rule is unit-tested and the Serve ingress stays thin. A bad request raises APIError, which carries the
+HTTP status and the OpenAI error body: {"error": {"message", "type", "param", "code"}}. Images are only collected
+here (as their URLs); decoding them is images.py's job.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from openai.types import CompletionUsage
+from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
+from openai.types.chat.chat_completion import Choice
+from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
+from openai.types.chat.chat_completion_chunk import ChoiceDelta
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from sp_core.conversation import IMAGE
 from sp_core.generation_types import SEED_RANGE
 from sp_core.inference import GenerationResult, SamplingParams
 
 MAX_STOP_STRINGS = 4  # OpenAI's limit
-SUPPORTED_PARAMETERS = {"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop",
-                        "seed", "n", "stream", "stream_options", "user"}
-# OpenAI parameters this server does not implement, with the values that ask for nothing beyond what it does.
+# OpenAI parameters this server does not implement, with the values that ask for nothing beyond what it does (some
+# clients send them by default); any other value is refused rather than ignored.
 NO_OP_VALUES: dict[str, tuple[Any, ...]] = {
     "frequency_penalty": (0, None), "presence_penalty": (0, None), "logprobs": (False, None),
     "top_logprobs": (0, None), "response_format": ({"type": "text"}, None), "logit_bias": ({}, None),
@@ -56,6 +74,143 @@ class ChatLimits:
     max_images_per_request: int = 1
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Request models
+
+
+class _Strict(BaseModel):
+    # Strict: "1" is not a number and true is not 1; unknown fields are refused, as OpenAI refuses them.
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class ImageURL(_Strict):
+    url: str = Field(min_length=1)  # a data: URL, or http(s) where the server allows remote images
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ContentPart(_Strict):
+    type: Literal["text", "image_url"]
+    text: str | None = None
+    image_url: ImageURL | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ContentPart:
+        if (self.type == "text") != (self.text is not None and self.image_url is None):
+            raise PydanticCustomError("invalid_content", "a part is {{'type': 'text', 'text': ...}} or "
+                                      "{{'type': 'image_url', 'image_url': {{'url': ...}}}}")
+        return self
+
+
+class Message(_Strict):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | Annotated[list[ContentPart], Field(min_length=1)]
+    name: str | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _valid_text(cls, content: str | list[ContentPart]) -> str | list[ContentPart]:
+        for text in [content] if isinstance(content, str) else [part.text for part in content if part.text]:
+            if IMAGE in text:
+                raise PydanticCustomError("reserved_token", f"the text contains the reserved token {IMAGE}; send "
+                                          "images as image_url parts")
+        return content
+
+    @property
+    def image_urls(self) -> list[str]:
+        return [] if isinstance(self.content, str) else [part.image_url.url for part in self.content
+                                                          if part.image_url is not None]
+
+    @property
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(part.text for part in self.content if part.text is not None).strip()
+
+
+class StreamOptions(_Strict):
+    include_usage: bool = False
+
+
+StopString = Annotated[str, Field(min_length=1)]
+
+
+class ChatCompletionRequest(_Strict):
+    """The request body of POST /v1/chat/completions, as far as this server implements it."""
+
+    model: str = Field(min_length=1)
+    messages: list[Message] = Field(min_length=1)
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    # Greedy unless asked (OpenAI's default is 1.0): LLaVA is evaluated greedily and answers are then reproducible.
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    stop: StopString | Annotated[list[StopString], Field(max_length=MAX_STOP_STRINGS)] | None = None
+    seed: int | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
+    n: Literal[1] | None = None
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+    frequency_penalty: Any = None
+    presence_penalty: Any = None
+    logprobs: Any = None
+    top_logprobs: Any = None
+    response_format: Any = None
+    logit_bias: Any = None
+    tools: Any = None
+    tool_choice: Any = None
+    parallel_tool_calls: Any = None
+
+    @field_validator(*NO_OP_VALUES)
+    @classmethod
+    def _no_op(cls, value: Any, info: ValidationInfo) -> Any:
+        allowed = NO_OP_VALUES[info.field_name]
+        if value not in allowed:
+            raise PydanticCustomError("unsupported_parameter", f"{info.field_name}={value!r} is not supported by this "
+                                      f"server (only {' or '.join(map(repr, allowed))})")
+        return value
+
+    @field_validator("max_tokens", "max_completion_tokens")
+    @classmethod
+    def _within_limit(cls, value: int | None, info: ValidationInfo) -> int | None:
+        limit = _limits(info).max_tokens_limit
+        if value is not None and not 1 <= value <= limit:
+            raise PydanticCustomError("invalid_max_tokens", f"must be in [1, {limit}], got {value}")
+        return value
+
+    @field_validator("messages")
+    @classmethod
+    def _a_chat(cls, messages: list[Message], info: ValidationInfo) -> list[Message]:
+        """One system message first at most, then user and assistant turns alternating, ending with the user;
+        images only from the user, and no more than the template takes."""
+        first = 1 if messages[0].role in ("system", "developer") else 0
+        for index, message in enumerate(messages[first:], start=first):
+            expected = ("user", "assistant")[(index - first) % 2]
+            if message.role != expected:
+                raise PydanticCustomError("invalid_message", f"messages[{index}].role is {message.role!r}, expected "
+                                          f"{expected!r}: one system message first at most, then user and assistant "
+                                          "turns alternating, starting with the user")
+        for index, message in enumerate(messages):
+            if message.image_urls and message.role != "user":
+                raise PydanticCustomError("invalid_content", f"messages[{index}]: images are only accepted in user "
+                                          "messages")
+        if messages[-1].role != "user":
+            raise PydanticCustomError("invalid_message", "the last message must be from the user")
+        images = sum(len(message.image_urls) for message in messages)
+        limit = _limits(info).max_images_per_request
+        if images > limit:
+            raise PydanticCustomError("too_many_images", f"{images} images in the request, but the template "
+                                      f"supports at most {limit} per chat")
+        return messages
+
+
+def _limits(info: ValidationInfo) -> ChatLimits:
+    return (info.context or {}).get("limits") or ChatLimits()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Request -> ChatCall
+
+
 @dataclass
 class ChatCall:
     """A validated request: the chat as alternating user/assistant texts with <image> markers, and its images."""
@@ -70,200 +225,114 @@ class ChatCall:
     request_id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
 
 
-def parse_json_body(raw: bytes) -> dict[str, Any]:
+def parse_chat_request(raw: bytes | str, limits: ChatLimits) -> ChatCall:
+    """Validate a request body (JSON text); raises APIError naming the first problem."""
     try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise bad_request(f"the request body is not valid JSON: {error}", "invalid_json") from error
-    if not isinstance(body, dict):
-        raise bad_request(f"the request body must be a JSON object, got {type(body).__name__}", "invalid_json")
-    return body
-
-
-def parse_chat_request(body: dict[str, Any], limits: ChatLimits) -> ChatCall:
-    """Validate an OpenAI chat request body; raises APIError naming the first problem."""
-    _check_parameters(body)
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise bad_request("'model' is required: one of the names GET /v1/models lists", "missing_model", "model")
-    n = body.get("n", 1)
-    if n != 1:
-        raise bad_request(f"only n=1 is supported, got n={n!r}", "unsupported_n", "n")
-    system, turns, image_urls = _parse_messages(body.get("messages"))
-    if len(image_urls) > limits.max_images_per_request:
-        raise bad_request(
-            f"{len(image_urls)} images in the request, but the template supports at most "
-            f"{limits.max_images_per_request} per chat", "too_many_images", "messages")
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise bad_request(f"'stream' must be true or false, got {stream!r}", "invalid_stream", "stream")
-    stream_options = body.get("stream_options") or {}
-    if not isinstance(stream_options, dict):
-        raise bad_request("'stream_options' must be an object", "invalid_stream_options", "stream_options")
+        request = ChatCompletionRequest.model_validate_json(raw, context={"limits": limits})
+    except ValidationError as error:
+        raise _api_error(error) from None
+    has_system = request.messages[0].role in ("system", "developer")
+    chat = request.messages[1:] if has_system else request.messages
+    max_tokens = request.max_completion_tokens or request.max_tokens or limits.default_max_tokens
+    stops = [request.stop] if isinstance(request.stop, str) else request.stop or []
     return ChatCall(
-        model=model,
-        turns=turns,
-        image_urls=image_urls,
-        sampling=_parse_sampling(body, limits),
-        system=system,
-        stream=stream,
-        include_usage=bool(stream_options.get("include_usage", False)),
+        model=request.model,
+        # LLaVA puts the image first in its turn ("<image>\ntext"), as in training.
+        turns=["".join(f"{IMAGE}\n" for _ in message.image_urls) + message.text for message in chat],
+        image_urls=[url for message in chat for url in message.image_urls],
+        sampling=SamplingParams(max_new_tokens=max_tokens, temperature=_or(request.temperature, 0.0),
+                                top_p=_or(request.top_p, 1.0), stop=tuple(stops), seed=request.seed),
+        system=request.messages[0].text if has_system else None,
+        stream=bool(request.stream),
+        include_usage=request.stream_options is not None and request.stream_options.include_usage,
     )
 
 
-def _parse_messages(messages: Any) -> tuple[str | None, list[str], list[str]]:
-    """messages -> (system text, user/assistant texts with <image> markers, image URLs)."""
-    if not isinstance(messages, list) or not messages:
-        raise bad_request("'messages' must be a non-empty list of {role, content} objects", "missing_messages",
-                          "messages")
-    system = None
-    turns: list[str] = []
-    image_urls: list[str] = []
-    for index, message in enumerate(messages):
-        where = f"messages[{index}]"
-        if not isinstance(message, dict):
-            raise bad_request(f"{where} must be an object with 'role' and 'content'", "invalid_message", where)
-        role = message.get("role")
-        if role in ("system", "developer"):
-            if turns or system is not None:
-                raise bad_request(f"{where}: one system message, before the chat, is supported", "invalid_message",
-                                  where)
-            system, images = _parse_content(message.get("content"), where, allow_images=False)
-            continue
-        expected = ("user", "assistant")[len(turns) % 2]
-        if role != expected:
-            raise bad_request(f"{where}.role is {role!r}, expected {expected!r}: user and assistant turns alternate, "
-                              "starting with the user", "invalid_message", f"{where}.role")
-        text, images = _parse_content(message.get("content"), where, allow_images=role == "user")
-        # LLaVA puts the image first in its turn ("<image>\ntext"), as in training.
-        turns.append("".join(f"{IMAGE}\n" for _ in images) + text)
-        image_urls.extend(images)
-    if not turns or len(turns) % 2 == 0:
-        raise bad_request("the last message must be from the user", "invalid_message", "messages")
-    return system, turns, image_urls
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
 
 
-def _parse_content(content: Any, where: str, allow_images: bool) -> tuple[str, list[str]]:
-    """A message's content (a string or a list of text / image_url parts) -> (text, image URLs)."""
-    if isinstance(content, str):
-        return _checked_text(content, where), []
-    if not isinstance(content, list) or not content:
-        raise bad_request(f"{where}.content must be a string or a non-empty list of parts", "invalid_content",
-                          f"{where}.content")
-    texts, images = [], []
-    for part_index, part in enumerate(content):
-        part_where = f"{where}.content[{part_index}]"
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text" and isinstance(part.get("text"), str):
-            texts.append(_checked_text(part["text"], part_where))
-        elif kind == "image_url":
-            if not allow_images:
-                raise bad_request(f"{part_where}: images are only accepted in user messages", "invalid_content",
-                                  part_where)
-            image_url = part.get("image_url")
-            url = image_url.get("url") if isinstance(image_url, dict) else image_url
-            if not isinstance(url, str) or not url:
-                raise bad_request(f"{part_where}.image_url.url must be a data: or http(s) URL string",
-                                  "invalid_image_url", part_where)
-            images.append(url)
-        else:
-            raise bad_request(f"{part_where}: unsupported part {kind!r}; use {{'type': 'text', 'text': ...}} or "
-                              "{'type': 'image_url', 'image_url': {'url': ...}}", "invalid_content", part_where)
-    return "\n".join(texts).strip(), images
+def _api_error(error: ValidationError) -> APIError:
+    """The 400 for a body that failed validation: the most specific problem, naming the parameter at fault."""
+    problems = error.errors(include_url=False)
+    if problems[0]["type"] in ("json_invalid", "model_type"):  # the body itself; never echo it back
+        reason = problems[0]["msg"] if problems[0]["type"] == "json_invalid" else "it must be a JSON object"
+        if "escape" in reason:
+            reason += " (a \\u escape must be valid Unicode: a lone surrogate such as \\ud800 is not)"
+        return bad_request(f"the request body is not valid JSON: {reason}", "invalid_json")
+    paths = [_path(problem["loc"]) for problem in problems]
+    deepest = max(len(path) for path in paths)
+    chosen = [problem for problem, path in zip(problems, paths) if len(path) == deepest]
+    path = _path(chosen[0]["loc"])
+    param = ".".join(str(part) for part in path) or None
+    message = " or ".join(dict.fromkeys(_message(problem) for problem in chosen))
+    return bad_request(f"{param}: {message}" if param else message, _code(chosen[0], path), param)
 
 
-def _check_parameters(body: dict[str, Any]) -> None:
-    """Parameters this server does not implement are refused (as OpenAI refuses unknown ones), not ignored; each
-    is accepted only at its no-op value, which some clients send by default."""
-    unknown = sorted(key for key in body if key not in SUPPORTED_PARAMETERS and key not in NO_OP_VALUES)
-    if unknown:
-        raise bad_request(f"unrecognized request argument(s): {', '.join(unknown)}", "unknown_parameter",
-                          unknown[0])
-    for name, no_ops in NO_OP_VALUES.items():
-        if name in body and body[name] not in no_ops:
-            raise bad_request(f"{name}={body[name]!r} is not supported by this server (only "
-                              f"{' or '.join(map(repr, no_ops))})", "unsupported_parameter", name)
+# The error types of the validators above: each is the error's code, and its message says all.
+OWN_ERRORS = ("unsupported_parameter", "invalid_max_tokens", "invalid_message", "invalid_content", "reserved_token",
+              "too_many_images")
+UNION_LABEL = re.compile(r"^(str|int|float|bool)$|[\[-]")  # pydantic's names of union members in a location
 
 
-def _checked_text(text: str, where: str) -> str:
-    if IMAGE in text:
-        raise bad_request(f"{where}: the text contains the reserved token {IMAGE}; send images as image_url parts",
-                          "reserved_token", where)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as error:  # JSON's \ud800 escapes decode to lone surrogates, which no tokenizer takes
-        raise bad_request(f"{where}: the text holds a lone surrogate ({text[error.start]!r} at character "
-                          f"{error.start}), which is not valid Unicode", "invalid_text", where) from None
-    return text
+def _path(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """The location without pydantic's labels of union members (e.g. 'str', 'list[ContentPart]')."""
+    return tuple(part for part in loc if isinstance(part, int) or not UNION_LABEL.search(part))
 
 
-def _parse_sampling(body: dict[str, Any], limits: ChatLimits) -> SamplingParams:
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    if max_tokens is None:
-        max_tokens = limits.default_max_tokens
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= limits.max_tokens_limit:
-        raise bad_request(f"max_tokens must be an integer in [1, {limits.max_tokens_limit}], got {max_tokens!r}",
-                          "invalid_max_tokens", "max_tokens")
-    # Greedy unless asked (OpenAI's default is 1.0): LLaVA is evaluated greedily and answers are then reproducible.
-    temperature = _number(body, "temperature", 0.0, low=0.0, high=2.0)
-    top_p = _number(body, "top_p", 1.0, low=0.0, high=1.0, low_open=True)
-    stop = body.get("stop")
-    stops = [] if stop is None else [stop] if isinstance(stop, str) else stop
-    if not isinstance(stops, list) or len(stops) > MAX_STOP_STRINGS or not all(isinstance(s, str) and s for s in stops):
-        raise bad_request(f"stop must be a non-empty string or a list of up to {MAX_STOP_STRINGS}, got {stop!r}",
-                          "invalid_stop", "stop")
-    seed = body.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
-                             or not SEED_RANGE[0] <= seed <= SEED_RANGE[1]):
-        raise bad_request(f"seed must be an integer in [{SEED_RANGE[0]}, {SEED_RANGE[1]}], got {seed!r}",
-                          "invalid_seed", "seed")
-    return SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=tuple(stops),
-                          seed=seed)
+def _message(problem: dict[str, Any]) -> str:
+    message = problem["msg"]
+    if problem["type"] in (*OWN_ERRORS, "missing", "extra_forbidden") or isinstance(problem.get("input"),
+                                                                                   (list, dict)):
+        return message
+    shown = repr(problem.get("input"))
+    return f"{message}, got {shown[:80] + '...' if len(shown) > 80 else shown}"
 
 
-def _number(body: dict[str, Any], name: str, default: float, low: float, high: float, low_open: bool = False) -> float:
-    value = body.get(name)
-    if value is None:
-        return default
-    valid = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not valid or value > high or value < low or (low_open and value == low):
-        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
-        raise bad_request(f"{name} must be a number in {interval}, got {value!r}", f"invalid_{name}", name)
-    return float(value)
+def _code(problem: dict[str, Any], path: tuple[int | str, ...]) -> str:
+    kind, name = problem["type"], path[0] if path else "request"
+    if kind in OWN_ERRORS:
+        return kind
+    if kind == "missing":
+        return f"missing_{name}"
+    if kind == "extra_forbidden":
+        return "unknown_parameter"
+    return f"invalid_{name}"
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Responses
 
 
-def usage(result: GenerationResult) -> dict[str, int]:
-    return {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
-            "total_tokens": result.prompt_tokens + result.completion_tokens}
+def usage(result: GenerationResult) -> CompletionUsage:
+    return CompletionUsage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+                           total_tokens=result.prompt_tokens + result.completion_tokens)
 
 
 def completion_body(call: ChatCall, result: GenerationResult) -> dict[str, Any]:
-    return {
-        "id": call.request_id,
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": call.model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
-                     "finish_reason": result.finish_reason, "logprobs": None}],
-        "usage": usage(result),
-    }
+    completion = ChatCompletion(
+        id=call.request_id, object="chat.completion", created=int(time.time()), model=call.model,
+        choices=[Choice(index=0, message=ChatCompletionMessage(role="assistant", content=result.text),
+                        finish_reason=result.finish_reason, logprobs=None)],
+        usage=usage(result))
+    return completion.model_dump(exclude_unset=True)
 
 
-def chunk_body(call: ChatCall, delta: dict[str, str], finish_reason: str | None = None,
-               result: GenerationResult | None = None) -> dict[str, Any]:
-    """One server-sent chunk; with `result` and no delta it is the usage-only last chunk (choices empty)."""
-    choices = [] if result is not None else [{"index": 0, "delta": delta, "finish_reason": finish_reason,
-                                              "logprobs": None}]
-    body: dict[str, Any] = {"id": call.request_id, "object": "chat.completion.chunk", "created": int(time.time()),
-                            "model": call.model, "choices": choices}
-    if result is not None:
-        body["usage"] = usage(result)
-    return body
+def chunk_body(call: ChatCall, delta: ChoiceDelta | None = None, finish_reason: str | None = None,
+               result: GenerationResult | None = None) -> ChatCompletionChunk:
+    """One streamed chunk: a delta, or the finish reason; with `result` it is the usage-only last chunk (no
+    choices), as OpenAI sends it for stream_options.include_usage."""
+    choices = [] if result is not None else [ChunkChoice(index=0, delta=delta or ChoiceDelta(),
+                                                         finish_reason=finish_reason, logprobs=None)]
+    extra = {"usage": usage(result)} if result is not None else {}
+    return ChatCompletionChunk(id=call.request_id, object="chat.completion.chunk", created=int(time.time()),
+                               model=call.model, choices=choices, **extra)
 
 
-def sse(body: dict[str, Any] | str) -> str:
-    return f"data: {body if isinstance(body, str) else json.dumps(body)}\n\n"
+def sse(body: ChatCompletionChunk | dict[str, Any] | str) -> str:
+    """One server-sent event."""
+    if isinstance(body, BaseModel):
+        data = body.model_dump_json(exclude_unset=True)
+    else:
+        data = body if isinstance(body, str) else json.dumps(body)
+    return f"data: {data}\n\n"

@@ -5,6 +5,7 @@ import base64
 import io
 import json
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -174,8 +175,8 @@ def _too_many_pixels_png() -> bytes:
 BAD_REQUESTS = [
     ("invalid json", b'{"model": "sp-cropping", "messages": [', AUTH, 400, "invalid_json", "not valid JSON"),
     ("not an object", b"[1, 2]", AUTH, 400, "invalid_json", "must be a JSON object"),
-    ("missing messages", {"model": "sp-cropping"}, AUTH, 400, "missing_messages", "'messages' must be"),
-    ("empty messages", {"model": "sp-cropping", "messages": []}, AUTH, 400, "missing_messages", "non-empty"),
+    ("missing messages", {"model": "sp-cropping"}, AUTH, 400, "missing_messages", "messages: Field required"),
+    ("empty messages", {"model": "sp-cropping", "messages": []}, AUTH, 400, "invalid_messages", "at least 1 item"),
     ("unknown model", _chat("llava-13b"), AUTH, 404, "model_not_found", "available: corrupt, sp-cropping"),
     ("missing model", {"messages": [{"role": "user", "content": "hi"}]}, AUTH, 400, "missing_model", "required"),
     ("bad base64", {**_chat(), "messages": [{"role": "user", "content": [
@@ -200,8 +201,8 @@ BAD_REQUESTS = [
      "remote_images_disabled", "remote image URLs are disabled"),
     ("max_tokens zero", _chat(max_tokens=0), AUTH, 400, "invalid_max_tokens", "[1, 64]"),
     ("max_tokens too big", _chat(max_tokens=65), AUTH, 400, "invalid_max_tokens", "got 65"),
-    ("temperature", _chat(temperature=3), AUTH, 400, "invalid_temperature", "[0, 2]"),
-    ("n=2", _chat(n=2), AUTH, 400, "unsupported_n", "only n=1"),
+    ("temperature", _chat(temperature=3), AUTH, 400, "invalid_temperature", "less than or equal to 2, got 3"),
+    ("n=2", _chat(n=2), AUTH, 400, "invalid_n", "n: Input should be 1"),
     ("prompt too long", _chat(text="word " * 2100), AUTH, 400, "context_length_exceeded", "the context is 2048"),
     ("reserved token", _chat(text="<image> sneaky"), AUTH, 400, "reserved_token", "reserved token <image>"),
     ("assistant last", {"model": "sp-cropping", "messages": [{"role": "user", "content": "a"},
@@ -350,3 +351,42 @@ def test_the_evaluation_judge_client_talks_to_an_openai_compatible_server(served
     with pytest.raises(JudgeError, match="refused the request"):
         OpenAICompatibleJudge(JudgeConfig(url=f"{URL}/v1", model="gpt-4-0613", api_key=KEY, max_attempts=1)).complete(
             [{"role": "user", "content": "hi"}], temperature=0.0, max_tokens=4)
+
+
+def test_the_serving_metrics_reach_rays_prometheus_endpoint_and_the_logs_name_the_request(served, ray_session):
+    """What a serving team's Prometheus / Grafana scrape: the replica's counts, as Ray exports them."""
+    import glob
+
+    from ray import serve
+
+    request_id = "metrics-test-request-1"
+    assert _post(_chat(max_tokens=3), headers={**AUTH, "x-request-id": request_id}).status_code == 200
+    node = next(node for node in ray_session.nodes() if node["Alive"])
+    url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+    handle = serve.get_deployment_handle("model-sp-cropping", "test-serve")
+    deadline, exported = time.monotonic() + 60, {}
+    while time.monotonic() < deadline:  # Ray reports metrics every few seconds
+        outcomes = handle.stats.remote().result()["outcomes"]
+        exported = _exported_requests(httpx.get(url, timeout=10).text, "sp-cropping")
+        if exported == outcomes:
+            break
+        time.sleep(1)
+    assert exported == outcomes and exported.get("length", 0) >= 1, (exported, outcomes)
+    text = httpx.get(url, timeout=10).text
+    for name in ("time_to_first_token_s_bucket", "time_per_output_token_s_bucket", "queue_time_s_bucket",
+                 "completion_tokens_total", "running_requests", "waiting_requests"):
+        assert any(line.startswith(f"ray_llava_sp_{name}{{") and 'model="sp-cropping"' in line
+                   for line in text.splitlines()), name
+    logs = "".join(Path(path).read_text() for path in glob.glob("/tmp/ray/session_latest/logs/serve/"
+                                                                 "replica_test-serve_model-sp-cropping_*.log"))
+    assert f"request chatcmpl-{request_id}: length after 3 tokens" in logs
+
+
+def _exported_requests(metrics: str, model: str) -> dict[str, int]:
+    """llava_sp_requests by outcome for one model, from Prometheus' text format."""
+    counts: dict[str, int] = {}
+    for line in metrics.splitlines():
+        if line.startswith("ray_llava_sp_requests_total{") and f'model="{model}"' in line:
+            outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
+            counts[outcome] = counts.get(outcome, 0) + int(float(line.rsplit(" ", 1)[1]))
+    return counts

@@ -167,3 +167,15 @@ def test_an_engine_thread_serves_requests_submitted_from_other_threads(generator
 def test_limits_are_checked():
     with pytest.raises(ValueError, match="max_running must be at least 1, got 0"):
         GenerationEngine(generator=type("G", (), {"model": torch.nn.Linear(1, 1)})(), limits=EngineLimits(max_running=0))
+
+
+def test_a_request_that_does_not_stream_hears_only_its_end_with_the_same_answer(generator):
+    engine = GenerationEngine(generator)
+    prepared = _prepared(generator, "What colour is the shape?", 3, max_new_tokens=12)
+    streamed, plain = Listener(), Listener()
+    engine.submit(prepared, streamed)
+    engine.submit(prepared, plain, streams=False)
+    engine.run_until_idle()
+    assert [event.kind for event in plain.events] == [DONE]
+    assert len(streamed.events) > 2 and streamed.text == streamed.end.result.text
+    assert plain.end.result == streamed.end.result
