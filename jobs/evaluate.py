@@ -3,7 +3,7 @@
     python jobs/evaluate.py                                   # the embedded model on the synthetic test split
     python jobs/evaluate.py 'models=[{name: sp-cropping, variant: cropping}, {name: sp-pooling, variant: pooling}]'
     python jobs/evaluate.py --config infra/configs/evaluate-paper.yaml
-    ray job submit --working-dir . -- python jobs/evaluate.py --config infra/configs/evaluate-paper.yaml
+    ray job submit --working-dir . --runtime-env infra/runtime_env.yaml -- python jobs/evaluate.py --config infra/configs/evaluate-paper.yaml
 
     python jobs/evaluate.py 'benchmarks=[{name: kitchen, metric: exact, questions: kitchen.jsonl}]'  # your own file
 

@@ -4,7 +4,7 @@
     python jobs/preprocess.py template=plain            # the synthetic stage-1 captions
     python jobs/preprocess.py --config infra/configs/preprocess.yaml data=[llava_v1_5_mix665k.json] \
         image_root=/data/llava/images model=/models/llava-sp-cropping
-    ray job submit --working-dir . -- python jobs/preprocess.py template=plain
+    ray job submit --working-dir . --runtime-env infra/runtime_env.yaml -- python jobs/preprocess.py template=plain
 
 Prints read = written + quarantined (by reason); bad rows are listed in <dataset>/quarantine/.
 """
@@ -36,16 +36,18 @@ def with_embedded_defaults(config: PreprocessConfig) -> PreprocessConfig:
 
 
 def run(config: PreprocessConfig) -> PreprocessResult:
+    init_ray(writes={"output_dir": config.output_dir}, tracks=False)
     config = with_embedded_defaults(config)
-    processor = row_processor_for(config, config.model)
-    init_ray()
-    return preprocess(config, processor)
+    return preprocess(config, row_processor_for(config, config.model))
 
 
 def main(argv: list[str] | None = None) -> int:
     def job() -> int:
-        result = run(parse_config(PreprocessConfig, argv, __doc__))
+        config = parse_config(PreprocessConfig, argv, __doc__)
+        result = run(config)
         print(f"preprocess: {result.summary()}")
+        if config.name:
+            print(f"preprocess: data set {config.name} = {result.dataset_dir} (train with data={config.name})")
         return 0
 
     return run_job("preprocess", job)

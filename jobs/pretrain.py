@@ -3,7 +3,7 @@
     python jobs/pretrain.py                                  # embedded default: tiny model, synthetic captions
     python jobs/pretrain.py variant=pooling max_steps=50
     python jobs/pretrain.py --config infra/configs/pretrain-paper.yaml model=/models/llava-sp-init data=/data/shards/<id>
-    ray job submit --working-dir . -- python jobs/pretrain.py
+    ray job submit --working-dir . --runtime-env infra/runtime_env.yaml -- python jobs/pretrain.py
 
 Prints the final checkpoint (use it as init_from of jobs/finetune.py) and the MLflow run id.
 """

@@ -3,7 +3,7 @@
     python jobs/serve.py                                    # the embedded tiny model on http://127.0.0.1:8000
     python jobs/serve.py --config infra/configs/serve-paper.yaml
     python jobs/serve.py 'models=[{name: sp-cropping, source: "mlflow:<run_id>"}]' port=8001
-    ray job submit --working-dir . -- python jobs/serve.py --config infra/configs/serve-paper.yaml host=0.0.0.0
+    ray job submit --working-dir . --runtime-env infra/runtime_env.yaml -- python jobs/serve.py --config infra/configs/serve-paper.yaml host=0.0.0.0
 
     curl -s http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' \
       -d '{"model": "llava-sp-cropping", "messages": [{"role": "user", "content": "Hello"}]}'

@@ -31,16 +31,17 @@ def resolve_model_dir(source: str, variant: str = "cropping", label: str = "mode
     return directory
 
 
-def latest_trained_model(storage_path: str | Path, run_name: str) -> Path | None:
-    """The exported model of the newest final checkpoint of a training run, if any."""
-    models = [path / "model" for path in (Path(storage_path) / run_name).glob("checkpoint_*")
-              if (path / "model" / "config.json").is_file()]
-    return max(models, key=lambda path: path.parent.name) if models else None
+def latest_trained_model(storage_path: str | Path, variant: str) -> Path | None:
+    """The exported model of the most recently finished finetune run of this variant, if any."""
+    from pipelines.train.run_identity import latest_finished_run
+
+    record = latest_finished_run(Path(storage_path), "finetune", variant)
+    return Path(record.checkpoint) / "model" if record else None
 
 
 def _embedded(variant: str, label: str, trained_in: str | Path | None) -> Path:
     if trained_in is not None:
-        trained = latest_trained_model(trained_in, f"finetune-{variant}")
+        trained = latest_trained_model(trained_in, variant)
         if trained is not None:
             logger.info("%s: the newest finetune-%s model, %s", label, variant, trained)
             return trained
@@ -54,14 +55,11 @@ def _embedded(variant: str, label: str, trained_in: str | Path | None) -> Path:
 
 
 def _download(source: str, tracking_uri: str | None) -> Path:
-    import mlflow
-
+    """The local copy of an MLflow source, from the artifact cache (downloaded there on first use)."""
     from pipelines import tracking
+    from pipelines.artifact_cache import cached_artifacts
 
     uri = tracking_uri or tracking.tracking_uri()
     if source.startswith("mlflow:"):
-        local = mlflow.artifacts.download_artifacts(run_id=source.split(":", 1)[1], artifact_path=RUN_MODEL_ARTIFACT,
-                                                    tracking_uri=uri)
-    else:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=source, tracking_uri=uri)
-    return Path(local)
+        return cached_artifacts(uri, f"runs:/{source.split(':', 1)[1]}/{RUN_MODEL_ARTIFACT}")
+    return cached_artifacts(uri, source)

@@ -8,6 +8,7 @@ import os
 import ray
 
 from pipelines.data.idle_pause import pause_when_idle_by_default
+from pipelines.locations import check_job_locations
 
 logger = logging.getLogger(__name__)
 TRAIN_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
@@ -31,15 +32,19 @@ def use_local_train_settings() -> None:
         os.environ.setdefault(name, value)
 
 
-def init_ray(num_cpus: int | None = None) -> None:
+def init_ray(num_cpus: int | None = None, writes: dict[str, str] | None = None, tracks: bool = True) -> None:
     """Under `ray job submit` (RAY_ADDRESS set) join that cluster; otherwise start a local Ray on this machine.
 
     address="local" on purpose: a bare ray.init() would join whatever cluster /tmp/ray/ray_current_cluster names,
     even a dead one left by an earlier `ray start`. The dashboard runs on 127.0.0.1: it is where a person watches the
     jobs, and Ray Train's placement-group cleaner asks its state API whether a trainer is still alive. A cluster
     keeps its own Ray Train settings; a local Ray polls its workers more often and starts no preemption watcher
-    (use_local_train_settings). Datasets created here pause their executors when idle (pipelines.data.idle_pause)."""
+    (use_local_train_settings). Datasets created here pause their executors when idle (pipelines.data.idle_pause).
+
+    writes / tracks: where the job writes and whether it logs to MLflow; a job submitted with a working_dir that
+    would write into Ray's copy of it fails here, before any work (pipelines.locations)."""
     if ray.is_initialized():
+        check_job_locations(writes or {}, tracks)
         return
     address = os.environ.get("RAY_ADDRESS")
     if address:
@@ -49,5 +54,6 @@ def init_ray(num_cpus: int | None = None) -> None:
         context = ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
                            log_to_driver=True)
         logger.info("ray dashboard: http://%s", context.dashboard_url)
+    check_job_locations(writes or {}, tracks)
     pause_when_idle_by_default()
     logger.info("ray: %s", ray.cluster_resources())

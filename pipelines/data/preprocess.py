@@ -28,11 +28,16 @@ import pyarrow.parquet as pq
 import ray
 from tqdm.auto import tqdm
 
+from pipelines.data.catalog import name_problem, register
 from pipelines.data.rows import RowProcessor
 from pipelines.data.schema import OK, QUARANTINE_SCHEMA, QUARANTINED, SHARD_SCHEMA
 from pipelines.data.staging import hash_inputs, stage_inputs
 from sp_core.conversation import TEMPLATES
-from sp_core.image_processing import DEFAULT_ASPECT, DEFAULT_RESIZE, image_option_problems
+from sp_core.image_processing import (
+    DEFAULT_ASPECT,
+    DEFAULT_RESIZE,
+    image_option_problems,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +53,8 @@ class PreprocessConfig:
     image_root: str = ""  # directory or URI the rows' "image" paths are relative to
     template: str = "vicuna_v1"  # plain (stage 1 captions) | vicuna_v1 (stage 2 conversations)
     model: str = ""  # model dir or hub id whose tokenizer / image settings the shards are for; "" = tiny
-    output_dir: str = "runs/data"
+    output_dir: str = ""  # "" = $LLAVA_SP_HOME/data
+    name: str = ""  # a name for the data set, for data=<name> in training (the catalog in output_dir)
     image_aspect: str = DEFAULT_ASPECT  # pad (LLaVA-1.5) | square
     # torch: bit-identical to transformers' default CLIPImageProcessor, 2-4x faster; pil: to CLIPImageProcessorPil and
     # the official LLaVA-1.5 data (1-2 uint8 levels apart on under 1% of pixels)
@@ -66,6 +72,8 @@ class PreprocessConfig:
         if self.template not in TEMPLATES:
             problems.append(f"template={self.template!r}; allowed: {', '.join(TEMPLATES)}")
         problems.extend(image_option_problems(self.image_aspect, self.image_resize))
+        if name_problem(self.name):
+            problems.append(name_problem(self.name))
         for name in ("model_max_length", "rows_per_chunk", "rows_per_batch", "blocks_per_chunk", "max_image_pixels",
                      "max_image_bytes"):
             if getattr(self, name) < 1:
@@ -122,10 +130,14 @@ def preprocess(config: PreprocessConfig, processor: RowProcessor) -> PreprocessR
     """Run (or reuse) the preprocessing of config.data; Ray must be initialised."""
     if not config.data:
         raise ValueError("no input files: set data=[...] (LLaVA JSON or JSON-lines)")
-    output_root = Path(config.output_dir)
+    from pipelines.defaults import home
+
+    output_root = Path(config.output_dir).absolute() if config.output_dir else home() / "data"
     dataset_dir = output_root / fingerprint(config, processor, hash_inputs(config.data))[:20]
     manifest_path = dataset_dir / "manifest.json"
     if manifest_path.is_file():
+        if config.name:
+            register(output_root, config.name, dataset_dir)
         return _result_from_manifest(dataset_dir, json.loads(manifest_path.read_text()), reused=True)
 
     staging_dir = dataset_dir / "staging"
@@ -158,6 +170,8 @@ def preprocess(config: PreprocessConfig, processor: RowProcessor) -> PreprocessR
                 "config": asdict(config), "chunks": len(chunks), "shard_schema": SHARD_SCHEMA.names}
     manifest_path.write_text(json.dumps(manifest, indent=2))
     shutil.rmtree(staging_dir, ignore_errors=True)
+    if config.name:
+        register(output_root, config.name, dataset_dir)
     return _result_from_manifest(dataset_dir, manifest, reused=False, chunks_reused=reused_chunks)
 
 

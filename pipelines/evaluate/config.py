@@ -4,16 +4,21 @@ test split."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pipelines.benchmarks import BENCHMARKS, OWN_METRICS
-from sp_core.image_processing import DEFAULT_ASPECT, DEFAULT_RESIZE, image_option_problems
+from sp_core.image_processing import (
+    DEFAULT_ASPECT,
+    DEFAULT_RESIZE,
+    image_option_problems,
+)
 
 
 @dataclass
 class EvalModel:
     name: str = "tiny-cropping"  # a column/row label in tables and the MLflow run name
     # A model dir, "mlflow:<run_id>" of a training run, or an MLflow URI (runs:/..., models:/name@alias);
-    # "" = the embedded default: the newest finetune-<variant> model under train_storage, else the untrained tiny one.
+    # "" = the embedded default: the most recently finished finetune run of <variant> under train_storage, else the untrained tiny one.
     source: str = ""
     variant: str = "cropping"  # embedded default only
 
@@ -47,11 +52,19 @@ class EvaluateConfig:
     max_new_tokens: int = 0  # cap on answer length; 0 = each benchmark's official setting (128 or 1024)
 
     # outputs
-    output_dir: str = "runs/eval"  # answers live in <output_dir>/<model>/<benchmark>/answers.jsonl (resumable)
+    # Answers live in <output_dir>/<model>/<benchmark>/answers.jsonl (resumable); "" = $LLAVA_SP_HOME/eval.
+    output_dir: str = ""
     experiment: str = "llava-sp-eval"
     run_name: str = "evaluate"
     attention_maps: int = 3  # images whose DFI attention (paper Fig. 5) is plotted per DFI model; 0 = none
-    train_storage: str = "runs/train"  # where the embedded default looks for finetuned models
+    # Where the embedded default looks for finetuned models: "" = $LLAVA_SP_HOME/train, where training writes them.
+    train_storage: str = ""
+
+    @property
+    def output_root(self) -> Path:
+        from pipelines.defaults import home
+
+        return Path(self.output_dir).absolute() if self.output_dir else home() / "eval"
 
     def __post_init__(self) -> None:
         problems = []

@@ -22,14 +22,19 @@ from PIL import Image
 from pipelines import tracking
 from pipelines.benchmarks import Benchmark, EvalQuestion, benchmark_for
 from pipelines.config import flatten
-from pipelines.defaults import embedded_dataset
+from pipelines.defaults import embedded_dataset, home
 from pipelines.evaluate import report
-from pipelines.evaluate.answer_provenance import AnswerProvenance, directory_digest, file_digest
+from pipelines.evaluate.answer_provenance import (
+    AnswerProvenance,
+    directory_digest,
+    file_digest,
+)
 from pipelines.evaluate.attention import attention_maps, plot_attention
 from pipelines.evaluate.config import EvalBenchmark, EvalModel, EvaluateConfig
 from pipelines.evaluate.predict import PredictionSummary, predict, read_answers
 from pipelines.model_source import resolve_model_dir
 from pipelines.runtime import init_ray
+from pipelines.train.run_identity import read_record
 from sp_core.image_processing import load_rgb_image
 from sp_core.inference import LlavaSPGenerator
 
@@ -58,7 +63,7 @@ class EvaluationResult:
 def evaluate(config: EvaluateConfig) -> EvaluationResult:
     # The actors of the models answering at once, plus Ray Data's own read tasks.
     needed = min(config.models_at_once, len(config.models)) * config.num_actors * config.cpus_per_actor + 1
-    init_ray(num_cpus=max(os.cpu_count() or 1, int(needed + 0.999)))
+    init_ray(num_cpus=max(os.cpu_count() or 1, int(needed + 0.999)), writes={"output_dir": config.output_dir})
     uri, parent = tracking.start_run(config.experiment, config.run_name, tags={"kind": "evaluate"})
     tracking.log_params(uri, parent, flatten(asdict(config)))
     client = MlflowClient(uri)
@@ -96,10 +101,13 @@ class ModelOutcome:
 
 def _evaluate_model(model: EvalModel, config: EvaluateConfig, files: dict[str, BenchmarkFiles], uri: str,
                     parent: str) -> ModelOutcome:
-    model_dir = resolve_model_dir(model.source, model.variant, f"model {model.name}", trained_in=config.train_storage,
-                                  tracking_uri=uri)
-    _, run_id = tracking.start_run(config.experiment, f"{config.run_name}-{model.name}",
-                                   tags={"mlflow.parentRunId": parent, "kind": "evaluate", "model": model.name})
+    model_dir = resolve_model_dir(model.source, model.variant, f"model {model.name}",
+                                  trained_in=config.train_storage or home() / "train", tracking_uri=uri)
+    training_run = _training_run_of(model.source, model_dir, uri)
+    tags = {"mlflow.parentRunId": parent, "kind": "evaluate", "model": model.name}
+    if training_run:
+        tags["training_run_id"] = training_run
+    _, run_id = tracking.start_run(config.experiment, f"{config.run_name}-{model.name}", tags=tags)
     client = MlflowClient(uri)
     model_sha256 = directory_digest(model_dir)  # the weights' identity, which resumed answers must share
     tracking.log_params(uri, run_id, {"model.name": model.name, "model.source": model.source or "(embedded)",
@@ -112,6 +120,10 @@ def _evaluate_model(model: EvalModel, config: EvaluateConfig, files: dict[str, B
                                                                 config, client, run_id)
         header, rows = report.headline_rows({model.name: scores})
         client.log_text(run_id, report.markdown(header, rows), "scores.md")
+        if training_run:
+            # The scores also on the run that trained the model: the runs table then sorts training runs by them.
+            client.log_batch(training_run, metrics=[metric for name, values in scores.items()
+                                                    for metric in _mlflow_metrics(name, values)])
         if config.attention_maps:
             _log_attention_maps(model, model_dir, files, config, client, run_id)
     except BaseException:
@@ -121,11 +133,20 @@ def _evaluate_model(model: EvalModel, config: EvaluateConfig, files: dict[str, B
     return ModelOutcome(run_id, scores, summaries)
 
 
+def _training_run_of(source: str, model_dir: Path, uri: str) -> str | None:
+    """The MLflow run that trained the model: mlflow:<run id>, or the run whose checkpoint holds model_dir (its run
+    record, two levels up), when it is tracked in this store."""
+    if source.startswith("mlflow:"):
+        return source.split(":", 1)[1]
+    record = read_record(model_dir.parent.parent)
+    return record.mlflow_run_id if record is not None and record.tracking_uri == uri else None
+
+
 def _evaluate_benchmark(name: str, benchmark_files: BenchmarkFiles, model: EvalModel, model_dir: Path,
                         model_sha256: str, config: EvaluateConfig, client: MlflowClient,
                         run_id: str) -> tuple[dict[str, float], PredictionSummary]:
     benchmark = benchmark_files.benchmark
-    out_dir = Path(config.output_dir) / model.name / name
+    out_dir = config.output_root / model.name / name
     questions_path = _limited_questions(benchmark_files.questions, config.max_questions, out_dir)
     questions = benchmark.load_questions(questions_path)
     if config.max_new_tokens:
@@ -206,7 +227,7 @@ def _log_attention_maps(model: EvalModel, model_dir: Path, files: dict[str, Benc
     if maps is None:
         logger.info("%s has no DFI: no attention maps", model.name)
         return
-    out_dir = Path(config.output_dir) / model.name / "attention"
+    out_dir = config.output_root / model.name / "attention"
     for index, ((label, image), attention) in enumerate(zip(images, maps, strict=True)):
         path = plot_attention(image, attention, f"{model.name} ({generator.model.config.sp_variant}), {label}",
                               out_dir / f"attention_{index}.png")

@@ -26,7 +26,7 @@ def deploy(config: ServeConfig) -> str:
 def run_serve_job(config: ServeConfig, wait: bool = True) -> str:
     # Handlers first: a Ctrl-C while the app is still deploying also ends in a clean removal, not a traceback.
     stop = _stop_on_signals() if wait else None
-    init_ray()
+    init_ray(tracks=any(model.source.startswith(("mlflow:", "runs:/", "models:/")) for model in config.models))
     url = deploy(config)
     names = ", ".join(model.name for model in config.models)
     print(f"serving {names} at {url}/v1/chat/completions (models: {url}/v1/models, health: {url}/healthz)",

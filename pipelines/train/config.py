@@ -6,14 +6,18 @@ global batch 128 for stage 2; warmup 3 %, cosine, max length 2048) are in infra/
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from sp_core.modeling import LANGUAGE_MODEL_LORA_TARGETS
 
 STAGES = ("pretrain", "finetune")
-PRECISIONS = ("auto", "bf16", "fp32")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+# The learning-rate schedules after the linear warmup, by transformers' names for them.
+LR_SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
 ZERO_STAGES = (2, 3)  # infra/deepspeed/zero{stage}.json
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")  # Ray placement groups
+RESUME_MODES = ("auto", "force")
 
 
 @dataclass
@@ -22,7 +26,12 @@ class TrainConfig:
     model: str = ""  # base model dir or hub id; "" = the embedded tiny model of `variant`
     variant: str = "cropping"  # embedded tiny model only: none | cropping | pooling | sliding_window
     init_from: str = ""  # finetune: a stage-1 checkpoint dir, or "mlflow:<run_id>" of a stage-1 run
-    data: str = ""  # a preprocessed dataset dir (holds shards/); "" = preprocess the embedded synthetic set
+    # A preprocessed data set: its folder (holds shards/), or the name given at preprocessing (name=...); "" =
+    # preprocess the embedded synthetic set.
+    data: str = ""
+    # Instead of `data`, several data sets in one run: folder or name -> weight, the times each of its rows is seen
+    # per epoch (2: each row twice; 0.5: a seeded half of them, the same half every epoch).
+    data_mix: dict[str, float] = field(default_factory=dict)
 
     # optimisation
     epochs: int = 1
@@ -33,6 +42,7 @@ class TrainConfig:
     mm_projector_lr: float | None = None  # projector/SP learning rate in finetune (official LoRA script: 2e-5)
     weight_decay: float = 0.0
     warmup_ratio: float = 0.03
+    lr_scheduler: str = "cosine"  # after the warmup: cosine (LLaVA's) | linear (to 0) | constant
     max_grad_norm: float = 1.0
     seed: int = 42
 
@@ -51,7 +61,8 @@ class TrainConfig:
     gradient_checkpointing: bool = False
 
     # system
-    precision: str = "auto"  # auto = bf16 on a GPU that has it, fp32 on CPU
+    # auto = bf16 on a GPU that has it, fp16 (with dynamic loss scaling) on an older GPU, fp32 on CPU
+    precision: str = "auto"
     zero_stage: int = 2  # infra/deepspeed/zero{stage}.json: 2 (optimizer + gradients partitioned) or 3 (+ weights)
     num_workers: int = 2
     use_gpu: bool = False
@@ -63,8 +74,13 @@ class TrainConfig:
     checkpoint_every: int = 20  # optimizer steps
     keep_checkpoints: int = 2
     max_failures: int = 1  # worker failures survived per run (restart from the last checkpoint)
-    storage_path: str = "runs/train"
-    run_name: str = ""  # default "<stage>-<variant>"
+    storage_path: str = ""  # where runs and checkpoints go; "" = $LLAVA_SP_HOME/train (default ./runs/train)
+    # "" = <stage>-<variant>-<hash of the settings that decide the result>: a changed setting is a new run.
+    run_name: str = ""
+    # An existing run of this name is resumed only when its deciding settings are unchanged (auto); force resumes
+    # it anyway, from its last checkpoint.
+    resume: str = "auto"
+    resume_from: str = ""  # start from this checkpoint directory (a checkpoint_* of any run), as a resume does
     experiment: str = "llava-sp"
     log_every: int = 1
 
@@ -72,6 +88,8 @@ class TrainConfig:
         problems = []
         if self.stage not in STAGES:
             problems.append(f"stage={self.stage!r}; allowed: {', '.join(STAGES)}")
+        if self.lr_scheduler not in LR_SCHEDULERS:
+            problems.append(f"lr_scheduler={self.lr_scheduler!r}; allowed: {', '.join(LR_SCHEDULERS)}")
         if self.precision not in PRECISIONS:
             problems.append(f"precision={self.precision!r}; allowed: {', '.join(PRECISIONS)}")
         if self.zero_stage not in ZERO_STAGES:
@@ -88,6 +106,13 @@ class TrainConfig:
                      "keep_checkpoints", "log_every", "torch_threads"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} must be at least 1")
+        if self.data and self.data_mix:
+            problems.append("give data or data_mix, not both")
+        for source, weight in self.data_mix.items():
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0:
+                problems.append(f"data_mix: the weight of {source} must be a number > 0, got {weight!r}")
+        if self.resume not in RESUME_MODES:
+            problems.append(f"resume={self.resume!r}; allowed: {', '.join(RESUME_MODES)}")
         if self.lr <= 0:
             problems.append(f"lr={self.lr} must be positive")
         if not 0 <= self.warmup_ratio < 1:
@@ -96,8 +121,11 @@ class TrainConfig:
             raise ValueError("; ".join(problems))
 
     @property
-    def name(self) -> str:
-        return self.run_name or f"{self.stage}-{self.variant}"
+    def storage_root(self) -> Path:
+        """Where this run's folder is: storage_path, else $LLAVA_SP_HOME/train (absolute)."""
+        from pipelines.defaults import home
+
+        return Path(self.storage_path).absolute() if self.storage_path else home() / "train"
 
     @property
     def trains_llm(self) -> bool:

@@ -7,9 +7,9 @@ import math
 import os
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 from pipelines.cli import parse_config, run_job
+from pipelines.data.catalog import resolve_data
 from pipelines.data.model_inputs import row_processor_for
 from pipelines.data.preprocess import PreprocessConfig, preprocess
 from pipelines.defaults import embedded_dataset, embedded_model_dir, home
@@ -17,6 +17,7 @@ from pipelines.runtime import init_ray
 from pipelines.synthetic import SyntheticDataset
 from pipelines.train.config import TrainConfig
 from pipelines.train.launch import TrainResult, train
+from pipelines.train.run_identity import latest_finished_run
 
 STAGE_TEMPLATES = {"pretrain": "plain", "finetune": "vicuna_v1"}
 
@@ -35,20 +36,20 @@ def embedded_data_dir(stage: str, model_dir: str, dataset: SyntheticDataset | No
 
 
 def latest_stage1_checkpoint(config: TrainConfig) -> str:
-    """The newest final checkpoint of `pretrain-<variant>` under storage_path, or "" if there is none."""
-    run_dir = Path(config.storage_path) / f"pretrain-{config.variant}"
-    finals = [path for path in run_dir.glob("checkpoint_*") if (path / "model").is_dir()]
-    return str(max(finals, key=lambda path: path.name)) if finals else ""
+    """The final checkpoint of the most recently finished pretrain run of this variant, or "" if there is none."""
+    record = latest_finished_run(config.storage_root, "pretrain", config.variant)
+    return record.checkpoint if record else ""
 
 
 def init_ray_for(config: TrainConfig) -> None:
     """Join the job's cluster, or start a local Ray with room for the training workers and Ray Data beside them."""
     # Logical CPUs beyond the cores: training workers hold theirs, and Ray Data still needs some to read shards.
     needed = math.ceil(config.num_workers * config.cpus_per_worker) + 1
-    init_ray(num_cpus=max(os.cpu_count() or 1, needed))
+    init_ray(num_cpus=max(os.cpu_count() or 1, needed), writes={"storage_path": config.storage_path})
 
 
 def run_stage(config: TrainConfig) -> TrainResult:
+    init_ray_for(config)  # first: a submitted job that would write into Ray's temporary copy fails before any work
     if config.stage == "finetune" and not config.init_from and not config.model:
         # Embedded default: `jobs/pretrain.py && jobs/finetune.py` chains the two stages with no arguments.
         config = replace(config, init_from=latest_stage1_checkpoint(config))
@@ -57,9 +58,12 @@ def run_stage(config: TrainConfig) -> TrainResult:
     if config.stage == "finetune" and not config.init_from:
         logging.getLogger(__name__).warning("no init_from: the projector starts from the base model's weights")
     model_dir = config.model or str(embedded_model_dir(config.variant))
-    init_ray_for(config)
-    data_dir = config.data or embedded_data_dir(config.stage, model_dir)
-    return train(replace(config, model=model_dir), model_dir, data_dir)
+    if config.data_mix:
+        data: str | dict[str, float] = {resolve_data(source, home() / "data"): float(weight)
+                                        for source, weight in config.data_mix.items()}
+    else:
+        data = resolve_data(config.data, home() / "data") or embedded_data_dir(config.stage, model_dir)
+    return train(replace(config, model=model_dir), model_dir, data)
 
 
 def run_training_job(stage: str, argv: list[str] | None, description: str) -> int:

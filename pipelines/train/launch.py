@@ -17,11 +17,20 @@ from transformers import AutoTokenizer
 from pipelines import tracking
 from pipelines.config import flatten
 from pipelines.data.idle_pause import pause_when_idle
+from pipelines.train.checkpoint import DEEPSPEED_DIR
 from pipelines.train.config import TrainConfig
 from pipelines.train.loop import train_func
 from pipelines.train.model_setup import resolve_precision
 from pipelines.train.plan import make_plan, plan_table
-from pipelines.train.shards import ShardRowReader, shard_index
+from pipelines.train.run_identity import (
+    RunRecord,
+    check_resumable,
+    deciding_settings,
+    read_record,
+    run_name,
+    write_record,
+)
+from pipelines.train.shards import ShardRowReader, mixed_index
 from sp_core.image_processing import LlavaSPImageProcessor
 
 logger = logging.getLogger(__name__)
@@ -53,7 +62,11 @@ def deepspeed_config(config: TrainConfig, hidden_size: int | None = None) -> dic
         "gradient_clipping": config.max_grad_norm,
     }
     settings.update({key: value for key, value in filled.items() if settings.get(key) == "auto"})
-    settings["bf16"] = {"enabled": resolve_precision(config) == "bf16"}
+    precision = resolve_precision(config)
+    settings["bf16"] = {"enabled": precision == "bf16"}
+    # fp16 with DeepSpeed's dynamic loss scaling (loss_scale 0), as the HF Trainer's "auto" fills it.
+    settings["fp16"] = {"enabled": precision == "fp16", "loss_scale": 0, "initial_scale_power": 16,
+                        "loss_scale_window": 1000, "hysteresis": 2, "min_loss_scale": 1}
     sizes = {"reduce_bucket_size": hidden_size * hidden_size,
              "stage3_prefetch_bucket_size": int(0.9 * hidden_size * hidden_size),
              "stage3_param_persistence_threshold": 10 * hidden_size} if hidden_size else {}
@@ -122,9 +135,22 @@ def resolve_stage1(init_from: str, uri: str) -> Path | None:
     return path
 
 
-def train(config: TrainConfig, model_dir: str, data_dir: str) -> TrainResult:
-    """Run one stage (Ray must be initialised). Re-running with the same run_name and storage_path resumes."""
-    index = shard_index(data_dir)
+def train(config: TrainConfig, model_dir: str, data_dir: str | dict[str, float]) -> TrainResult:
+    """Run one stage (Ray must be initialised) on a data set folder, or on several, weighted (folder -> weight).
+    Running the same run name again resumes it when its deciding settings are unchanged (run_identity), in the same
+    MLflow run; a finished one is reused as it is."""
+    name = run_name(config, data_dir)
+    run_dir = config.storage_root / name
+    settings = deciding_settings(config, data_dir)
+    record = read_record(run_dir)
+    if record is not None:
+        changed = check_resumable(run_dir, record, settings, force=config.resume == "force")
+        finished = record.finished and (Path(record.checkpoint) / "model").is_dir()
+        if finished and not changed and not config.resume_from:
+            logger.info("run %s already finished with these settings: reusing its checkpoint %s (mlflow run %s)",
+                        name, record.checkpoint, record.mlflow_run_id)
+            return TrainResult(Path(record.checkpoint), record.mlflow_run_id, record.tracking_uri, record.metrics)
+    index = mixed_index(data_dir if isinstance(data_dir, dict) else {data_dir: 1.0}, config.seed)
     plan = make_plan(index.column("modality_length").to_numpy(), config.num_workers, config.micro_batch_size,
                      config.gradient_accumulation_steps, config.epochs, config.seed, config.max_steps)
     ray.data.DataContext.get_current().enable_progress_bars = False  # per-step metrics go to MLflow instead
@@ -132,11 +158,11 @@ def train(config: TrainConfig, model_dir: str, data_dir: str) -> TrainResult:
     datasets = {f"rank{rank}": worker_dataset(plan_table(plan, rank, index), config, image_processor.image_size)
                 for rank in range(config.num_workers)}
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    uri, run_id = tracking.start_run(config.experiment, config.name, tags={"stage": config.stage,
-                                                                           "variant": config.variant})
+    uri, run_id = _tracking_run(config, name, record, data_dir)
+    write_record(run_dir, RunRecord(settings, uri, run_id))
     tracking.log_params(uri, run_id, {**flatten(asdict(config)), "world_size": config.num_workers,
                                       "model_dir": model_dir, "data_dir": data_dir, "plan_steps": plan.steps,
-                                      "train_rows": index.num_rows})
+                                      "train_rows": index.num_rows, "run_name": name})
     stage1 = resolve_stage1(config.init_from, uri)
     loop_config = {
         "train": asdict(config),
@@ -147,6 +173,7 @@ def train(config: TrainConfig, model_dir: str, data_dir: str) -> TrainResult:
         "pad_token_id": tokenizer.pad_token_id,
         "image_processor": asdict(image_processor),
         "tracker": {"uri": uri, "run_id": run_id},
+        "resume_from": _checkpoint_to_resume_from(config.resume_from),
     }
     trainer = TorchTrainer(
         train_func,
@@ -159,8 +186,8 @@ def train(config: TrainConfig, model_dir: str, data_dir: str) -> TrainResult:
         dataset_config=ray.train.DataConfig(datasets_to_split=[],
                                             execution_options=ray.data.ExecutionOptions(preserve_order=True)),
         run_config=ray.train.RunConfig(
-            name=config.name,
-            storage_path=str(Path(config.storage_path).absolute()),
+            name=name,
+            storage_path=str(config.storage_root),
             failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.keep_checkpoints),
         ),
@@ -173,8 +200,49 @@ def train(config: TrainConfig, model_dir: str, data_dir: str) -> TrainResult:
         MlflowClient(uri).set_terminated(run_id, status="FAILED")
         raise
     checkpoint = Path(result.checkpoint.path)
+    metrics = dict(result.metrics or {})
     _log_artifacts(uri, run_id, config, checkpoint)
-    return TrainResult(checkpoint, run_id, uri, dict(result.metrics or {}))
+    write_record(run_dir, RunRecord(settings, uri, run_id, finished=True, checkpoint=str(checkpoint),
+                                    metrics=metrics))
+    return TrainResult(checkpoint, run_id, uri, metrics)
+
+
+def _tracking_run(config: TrainConfig, name: str, record: RunRecord | None,
+                  data_dir: str | dict[str, float]) -> tuple[str, str]:
+    """The MLflow run of this training run: the one it was started with (a resumed run goes on in it, its metrics
+    at their steps), or a new one."""
+    from mlflow import MlflowClient
+
+    uri = tracking.tracking_uri()
+    if record is not None and record.tracking_uri == uri and _run_exists(uri, record.mlflow_run_id):
+        MlflowClient(uri).update_run(record.mlflow_run_id, status="RUNNING")
+        logger.info("run %s resumes in mlflow run %s", name, record.mlflow_run_id)
+        return uri, record.mlflow_run_id
+    datasets = data_dir if isinstance(data_dir, dict) else {data_dir: 1.0}
+    tags = {"stage": config.stage, "variant": config.variant, "dataset": ",".join(Path(d).name for d in datasets),
+            **tracking.source_tags()}
+    return tracking.start_run(config.experiment, name, tags=tags)
+
+
+def _run_exists(uri: str, run_id: str) -> bool:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        MlflowClient(uri).get_run(run_id)
+    except MlflowException:
+        return False
+    return True
+
+
+def _checkpoint_to_resume_from(path: str) -> str | None:
+    """The checkpoint a new run starts from (resume_from), checked on the driver before any worker starts."""
+    if not path:
+        return None
+    if not (Path(path) / DEEPSPEED_DIR).is_dir():
+        raise FileNotFoundError(f"resume_from={path}: not a training checkpoint (no {DEEPSPEED_DIR}/ in it); give a "
+                                "checkpoint_* directory of a run")
+    return str(Path(path).absolute())
 
 
 def _log_artifacts(uri: str, run_id: str, config: TrainConfig, checkpoint: Path) -> None:

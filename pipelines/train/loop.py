@@ -22,7 +22,7 @@ import ray.train
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from transformers import get_cosine_schedule_with_warmup
+from transformers import get_scheduler
 
 from pipelines.train.checkpoint import (
     DEEPSPEED_DIR,
@@ -33,7 +33,7 @@ from pipelines.train.checkpoint import (
     save_trained_weights,
     write_trainer_state,
 )
-from pipelines.train.config import TrainConfig
+from pipelines.train.config import LR_SCHEDULERS, TrainConfig
 from pipelines.train.data import collate, target_tokens, without_right_padding_mask
 from pipelines.train.model_setup import build_stage_model, parameter_groups, unwrap
 from sp_core.image_processing import LlavaSPImageProcessor
@@ -62,13 +62,15 @@ def train_func(loop_config: dict[str, Any]) -> None:
     model = build_stage_model(config, loop_config["model_dir"], stage1)
     optimizer = torch.optim.AdamW(parameter_groups(model, config), lr=config.lr, betas=(0.9, 0.999))
     total_steps = loop_config["plan_steps"]
-    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * total_steps), total_steps)
+    scheduler = make_scheduler(optimizer, config, total_steps)
     engine, optimizer, _, scheduler = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=loop_config["deepspeed"]
     )
 
     start_step = 0
     checkpoint = ray.train.get_checkpoint()  # [ray] set after a worker failure or when resuming a stopped run
+    if checkpoint is None and loop_config.get("resume_from"):  # a new run that starts from another run's checkpoint
+        checkpoint = ray.train.Checkpoint.from_directory(loop_config["resume_from"])
     if checkpoint:
         with checkpoint.as_directory() as directory:
             engine.load_checkpoint(str(Path(directory) / DEEPSPEED_DIR), tag=DEEPSPEED_TAG, load_module_strict=False)
@@ -182,6 +184,13 @@ def _checkpoint_and_report(engine: deepspeed.DeepSpeedEngine, config: TrainConfi
             save_probe(engine.module, _broadcast_probe(probe, rank), directory, write=write)
             export_model(engine.module, loop_config["model_dir"], directory, write=write)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(temporary))  # [ray] a barrier
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
+                   total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """Linear warmup over warmup_ratio of the steps, then config.lr_scheduler."""
+    return get_scheduler(LR_SCHEDULERS[config.lr_scheduler], optimizer,
+                         num_warmup_steps=math.ceil(config.warmup_ratio * total_steps), num_training_steps=total_steps)
 
 
 def _metrics_logger(tracker: dict | None):

@@ -13,7 +13,8 @@ from sp_core.checkpoint_check import load_state_exactly
 from sp_core.modeling import LlavaSPForConditionalGeneration
 
 PROJECTOR_WEIGHTS = "projector.safetensors"
-LANGUAGE_MODEL_WEIGHTS = "language_model.safetensors"  # in a stage-1 checkpoint only when pretrain_llm trained it
+LANGUAGE_MODEL_WEIGHTS = "language_model.safetensors"
+PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}  # in a stage-1 checkpoint only when pretrain_llm trained it
 
 
 def unwrap(model: torch.nn.Module) -> LlavaSPForConditionalGeneration:
@@ -39,7 +40,7 @@ def load_stage1_weights(model: LlavaSPForConditionalGeneration, checkpoint: Path
 
 
 def build_stage_model(config: TrainConfig, model_dir: str, stage1_checkpoint: Path | None) -> torch.nn.Module:
-    dtype = torch.bfloat16 if resolve_precision(config) == "bf16" else torch.float32
+    dtype = PRECISION_DTYPES[resolve_precision(config)]
     model = LlavaSPForConditionalGeneration.from_pretrained(model_dir, dtype=dtype, use_safetensors=True)
     if stage1_checkpoint is not None:
         load_stage1_weights(model, stage1_checkpoint)
@@ -79,4 +80,6 @@ def parameter_groups(model: torch.nn.Module, config: TrainConfig) -> list[dict]:
 def resolve_precision(config: TrainConfig) -> str:
     if config.precision != "auto":
         return config.precision
-    return "bf16" if config.use_gpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    if not (config.use_gpu and torch.cuda.is_available()):
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"  # fp16: V100, T4 and older

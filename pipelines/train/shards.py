@@ -43,6 +43,21 @@ def shard_index(dataset_dir: str | Path) -> pa.Table:
     return table.set_column(2, "modality_length", pc.cast(table.column("modality_length"), pa.int64()))
 
 
+def mixed_index(sources: dict[str, float], seed: int) -> pa.Table:
+    """The shard index of several data sets, each weighted: its rows appear int(weight) times, plus a seeded subset
+    of round(fraction x rows) of them (the same subset every epoch). One data set at weight 1 is its own index."""
+    pieces = []
+    for order, (dataset_dir, weight) in enumerate(sources.items()):
+        index = shard_index(dataset_dir)
+        copies, fraction = int(weight), weight - int(weight)
+        rows = [np.arange(index.num_rows)] * copies
+        if fraction:
+            rng = np.random.default_rng([seed, order])
+            rows.append(np.sort(rng.choice(index.num_rows, round(fraction * index.num_rows), replace=False)))
+        pieces.append(index.take(pa.array(np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64))))
+    return pa.concat_tables(pieces)
+
+
 @functools.lru_cache(maxsize=256)
 def _row_group_starts(path: str) -> np.ndarray:
     metadata = pq.ParquetFile(path).metadata

@@ -65,11 +65,11 @@ def test_every_yaml_config_binds_to_the_schema_of_the_job_it_names(path):
 
 def test_train_config_refuses_what_it_cannot_do_before_any_worker_starts():
     with pytest.raises(ConfigError) as error:
-        load_config(TrainConfig, None, ["zero_stage=1", "stage=pretrain", "init_from=x", "precision=fp16", "lr=0",
+        load_config(TrainConfig, None, ["zero_stage=1", "stage=pretrain", "init_from=x", "precision=fp8", "lr=0",
                                           "placement_strategy=spread"])
     message = str(error.value)
     for fragment in ("zero_stage=1; allowed: 2, 3", "init_from / full_finetune are finetune options",
-                     "precision='fp16'; allowed: auto, bf16, fp32", "lr=0.0 must be positive",
+                     "precision='fp8'; allowed: auto, bf16, fp16, fp32", "lr=0.0 must be positive",
                      "placement_strategy='spread'; allowed: PACK, SPREAD, STRICT_PACK, STRICT_SPREAD"):
         assert fragment in message
     assert load_config(TrainConfig, None, ["zero_stage=3"]).zero_stage == 3  # ZeRO-3 is selectable

@@ -27,18 +27,18 @@ def head(tmp_path_factory):
 
 def test_preprocess_job_via_ray_job_submit_succeeds_on_the_embedded_default(head):
     address, env, root = head
-    done = submit_job(address, ["python", "jobs/preprocess.py", "template=plain",
-                                f"output_dir={root / 'home' / 'data'}"], env, cwd=ROOT)
+    done = submit_job(address, ["python", "jobs/preprocess.py", "template=plain", "name=captions"], env, cwd=ROOT)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-3000:]
     assert "succeeded" in output.lower()
     assert "preprocess: read 400 = written 400 + quarantined 0" in output
     assert len(list((root / "home" / "data").glob("*/manifest.json"))) == 1
+    assert "data set captions = " in output and "train with data=captions" in output
 
 
 def test_pretrain_job_via_ray_job_submit(head):
     address, env, root = head
-    done = submit_job(address, ["python", "jobs/pretrain.py", "max_steps=4", "checkpoint_every=2",
+    done = submit_job(address, ["python", "jobs/pretrain.py", "max_steps=4", "checkpoint_every=2", "data=captions",
                                 f"storage_path={root / 'runs'}"], env, cwd=ROOT)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
@@ -47,6 +47,40 @@ def test_pretrain_job_via_ray_job_submit(head):
     tracking = env["MLFLOW_TRACKING_URI"]
     runs = MlflowClient(tracking).search_runs(MlflowClient(tracking).get_experiment_by_name("llava-sp").experiment_id)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    assert (root / "runs" / "pretrain-cropping").is_dir()
-    # The job reused the preprocess job's shards rather than writing a second dataset.
+    # Everything it wrote is where it was told, outside Ray's temporary copy of the working directory.
+    assert runs[0].info.artifact_uri.startswith((root / "mlruns").as_uri())
+    assert runs[0].data.tags["mlflow.source.name"] == "pretrain.py" and runs[0].data.tags["ray.job_id"]
+    assert runs[0].data.tags["ray.working_dir"].startswith("gcs://")
+    assert [path.name.startswith("pretrain-cropping-") for path in (root / "runs").iterdir()] == [True]
+    # The job read the data set by the name the preprocess job gave it, rather than writing a second one.
     assert len(list((root / "home" / "data").glob("*/manifest.json"))) == 1
+    assert runs[0].data.params["data_dir"] == str(next((root / "home" / "data").glob("*/manifest.json")).parent)
+
+
+def test_a_changed_setting_is_a_new_run_and_an_unchanged_one_is_reused(head):
+    address, env, root = head
+    storage = root / "identity"
+    common = ["python", "jobs/pretrain.py", "max_steps=2", "checkpoint_every=2", f"storage_path={storage}"]
+    first = submit_job(address, [*common, "lr=1e-3", "run_name=mine"], env, cwd=ROOT)
+    assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
+    changed = submit_job(address, [*common, "lr=3e-4", "run_name=mine"], env, cwd=ROOT)
+    output = changed.stdout + changed.stderr
+    assert changed.returncode != 0 and "lr: 0.001 -> 0.0003" in output and "resume=force" in output
+    again = submit_job(address, [*common, "lr=1e-3", "run_name=mine", "checkpoint_every=1"], env, cwd=ROOT)
+    output = again.stdout + again.stderr
+    assert again.returncode == 0 and "already finished with these settings" in output, output[-3000:]
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    mine = client.search_runs(client.get_experiment_by_name("llava-sp").experiment_id, "attributes.run_name = 'mine'")
+    assert len(mine) == 1  # one training run, one MLflow run
+
+
+def test_a_submitted_job_told_nowhere_to_write_fails_at_once_saying_what_to_set(head):
+    address, env, _ = head
+    unset = {name: value for name, value in env.items() if name != "LLAVA_SP_HOME"}
+    done = submit_job(address, ["python", "jobs/pretrain.py", "max_steps=1", "storage_path=runs/train"], unset,
+                      cwd=ROOT)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "Ray's temporary copy of its working directory" in output
+    assert "LLAVA_SP_HOME is not set" in output and "storage_path=runs/train is a relative path" in output
+    assert "pretrain: final loss" not in output

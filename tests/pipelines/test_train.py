@@ -128,6 +128,9 @@ def test_the_finetuned_model_is_evaluated_from_its_mlflow_run_through_the_ray_pa
     run = client.get_run(result.model_run_ids["trained"])
     assert run.data.metrics["synthetic/accuracy"] == scores["accuracy"]
     assert run.data.params["model.source"] == f"mlflow:{stage2.run_id}"
+    # The scores also land on the training run, where the runs table can sort training runs by them.
+    assert run.data.tags["training_run_id"] == stage2.run_id
+    assert client.get_run(stage2.run_id).data.metrics["synthetic/accuracy"] == scores["accuracy"]
     assert [item.path for item in client.list_artifacts(run.info.run_id, "plots/attention")] == [
         "plots/attention/attention_0.png"]
     answers = client.download_artifacts(run.info.run_id, "predictions/synthetic/answers.jsonl")
@@ -206,3 +209,33 @@ def test_a_workers_dataset_yields_its_planned_rows_in_plan_order_and_pauses_when
     assert len(ids) > 1 and read.num_rows == rows.num_rows > 8
     assert read.column("id").to_pylist() == expected
     assert PauseWhenIdle in dataset.context.custom_execution_callback_classes
+
+
+def test_a_finished_run_is_reused_and_a_run_can_start_from_any_checkpoint(stage1, environment):
+    again = run_stage(TrainConfig(stage="pretrain", storage_path=str(environment / "runs"), **COMMON))
+    assert (again.checkpoint, again.run_id) == (stage1.checkpoint, stage1.run_id)  # nothing trained again
+    checkpoints = sorted(path for path in stage1.checkpoint.parent.glob("checkpoint_*")
+                         if path.is_dir() and path != stage1.checkpoint)
+    assert checkpoints, "the step-4 checkpoint should be kept (keep_checkpoints=2)"
+    resumed = run_stage(TrainConfig(stage="pretrain", storage_path=str(environment / "runs"), run_name="from-step-4",
+                                    resume_from=str(checkpoints[-1]), **COMMON))
+    steps = sorted({m.step for m in MlflowClient(resumed.tracking_uri).get_metric_history(resumed.run_id, "loss")})
+    assert steps == [5, 6, 7, 8] and resumed.run_id != stage1.run_id
+    # The same plan from the same state: the same weights as the run that went through step 4 itself.
+    ours, theirs = load_file(resumed.checkpoint / "projector.safetensors"), load_file(stage1.checkpoint /
+                                                                                       "projector.safetensors")
+    assert all(torch.allclose(ours[name], theirs[name], atol=1e-6) for name in theirs)
+
+
+def test_a_run_trains_on_a_weighted_mix_of_data_sets(stage1, environment):
+    from pipelines.defaults import embedded_model_dir
+    from pipelines.train.job import embedded_data_dir
+    from pipelines.train.shards import shard_index
+
+    model = str(embedded_model_dir("cropping"))
+    captions, conversations = embedded_data_dir("pretrain", model), embedded_data_dir("finetune", model)
+    mixed = run_stage(TrainConfig(stage="pretrain", storage_path=str(environment / "runs"),
+                                  data_mix={captions: 1.0, conversations: 0.5}, **{**COMMON, "max_steps": 2}))
+    params = MlflowClient(mixed.tracking_uri).get_run(mixed.run_id).data.params
+    assert int(params["train_rows"]) == shard_index(captions).num_rows + round(0.5 * shard_index(conversations).num_rows)
+    assert mixed.metrics["step"] == 2 and mixed.checkpoint.parent.name.startswith("pretrain-cropping-")
