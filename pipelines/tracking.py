@@ -111,7 +111,8 @@ def log_params(uri: str, run_id: str, params: dict) -> None:
             client.set_tag(run_id, f"param_changed.{key}", value)
 
 
-def log_metric_curves(uri: str, run_id: str, keys: tuple[str, ...] = ("loss", "lr", "grad_norm")) -> None:
+def log_metric_curves(uri: str, run_id: str,
+                      keys: tuple[str, ...] = ("loss", "val_loss", "lr", "grad_norm")) -> None:
     """A PNG of each logged per-step metric, as artifacts under plots/."""
     # Figure, not pyplot: pyplot's global state is not safe from the threads that train the demo's variants.
     from matplotlib.figure import Figure

@@ -29,6 +29,10 @@ class TrainConfig:
     # A preprocessed data set: its folder (holds shards/), or the name given at preprocessing (name=...); "" =
     # preprocess the embedded synthetic set.
     data: str = ""
+    # A data set (folder or name) whose mean token loss is logged as val_loss every eval_every steps (0: at the end).
+    validation_data: str = ""
+    eval_every: int = 0
+    max_validation_rows: int = 0  # validate on this many of its rows, the same ones each time (0: all)
     # Instead of `data`, several data sets in one run: folder or name -> weight, the times each of its rows is seen
     # per epoch (2: each row twice; 0.5: a seeded half of them, the same half every epoch).
     data_mix: dict[str, float] = field(default_factory=dict)
@@ -106,6 +110,9 @@ class TrainConfig:
                      "keep_checkpoints", "log_every", "torch_threads"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} must be at least 1")
+        for name in ("eval_every", "max_validation_rows"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name}={getattr(self, name)} must be >= 0")
         if self.data and self.data_mix:
             problems.append("give data or data_mix, not both")
         for source, weight in self.data_mix.items():

@@ -63,7 +63,8 @@ def run_stage(config: TrainConfig) -> TrainResult:
                                         for source, weight in config.data_mix.items()}
     else:
         data = resolve_data(config.data, home() / "data") or embedded_data_dir(config.stage, model_dir)
-    return train(replace(config, model=model_dir), model_dir, data)
+    validation = resolve_data(config.validation_data, home() / "data")
+    return train(replace(config, model=model_dir, validation_data=validation), model_dir, data)
 
 
 def run_training_job(stage: str, argv: list[str] | None, description: str) -> int:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 import ray.train
 import yaml
@@ -30,7 +33,7 @@ from pipelines.train.run_identity import (
     run_name,
     write_record,
 )
-from pipelines.train.shards import ShardRowReader, mixed_index
+from pipelines.train.shards import ShardRowReader, mixed_index, shard_index
 from sp_core.image_processing import LlavaSPImageProcessor
 
 logger = logging.getLogger(__name__)
@@ -123,6 +126,28 @@ def worker_dataset(rows: pa.Table, config: TrainConfig, image_size: int) -> ray.
         compute=ray.data.TaskPoolStrategy(size=1)))
 
 
+def validation_tables(config: TrainConfig) -> list[pa.Table]:
+    """Each worker's validation rows (position, file, row_in_file, real): the set dealt round-robin, then padded by
+    repeating a worker's rows to the same number of whole micro-batches on every worker, so that all of them run
+    the same forwards (ZeRO-3 gathers parameters in every forward); padded rows are marked real=False."""
+    index = shard_index(config.validation_data)
+    if config.max_validation_rows:
+        index = index.slice(0, config.max_validation_rows)
+    per_rank = math.ceil(index.num_rows / config.num_workers)
+    padded = math.ceil(per_rank / config.micro_batch_size) * config.micro_batch_size
+    tables = []
+    for rank in range(config.num_workers):
+        rows = np.arange(rank, index.num_rows, config.num_workers)
+        filled = np.resize(rows if len(rows) else np.arange(1), padded)  # repeats its rows (any row if it has none)
+        tables.append(pa.table({
+            "position": np.arange(padded, dtype=np.int64),
+            "file": index.column("file").take(pa.array(filled)),
+            "row_in_file": index.column("row_in_file").take(pa.array(filled)),
+            "real": np.arange(padded) < len(rows),
+        }))
+    return tables
+
+
 def resolve_stage1(init_from: str, uri: str) -> Path | None:
     """A stage-1 checkpoint dir from a path or "mlflow:<run_id>"."""
     if not init_from:
@@ -157,6 +182,11 @@ def train(config: TrainConfig, model_dir: str, data_dir: str | dict[str, float])
     image_processor = LlavaSPImageProcessor.from_pretrained_dir(model_dir)
     datasets = {f"rank{rank}": worker_dataset(plan_table(plan, rank, index), config, image_processor.image_size)
                 for rank in range(config.num_workers)}
+    validation_rows = []
+    if config.validation_data:
+        for rank, table in enumerate(validation_tables(config)):
+            datasets[f"validation{rank}"] = worker_dataset(table, config, image_processor.image_size)
+            validation_rows.append(int(pc.sum(table.column("real")).as_py()))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     uri, run_id = _tracking_run(config, name, record, data_dir)
     write_record(run_dir, RunRecord(settings, uri, run_id))
@@ -174,6 +204,7 @@ def train(config: TrainConfig, model_dir: str, data_dir: str | dict[str, float])
         "image_processor": asdict(image_processor),
         "tracker": {"uri": uri, "run_id": run_id},
         "resume_from": _checkpoint_to_resume_from(config.resume_from),
+        "validation_rows": validation_rows,  # per rank: its real rows; the rest of its last micro-batch repeats them
     }
     trainer = TorchTrainer(
         train_func,

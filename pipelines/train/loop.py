@@ -112,12 +112,39 @@ def train_func(loop_config: dict[str, Any]) -> None:
             "samples_per_s": global_samples / seconds,
             "step": step + 1,
         }
-        if metrics_logger and (step + 1) % config.log_every == 0:
-            metrics_logger(metrics, step + 1)
         final = step + 1 == total_steps
+        validates = final or (config.eval_every and (step + 1) % config.eval_every == 0)
+        if loop_config.get("validation_rows") and validates:
+            metrics["val_loss"] = _validation_loss(engine, rank, loop_config, image_processor, image_shape, device)
+        if metrics_logger and ((step + 1) % config.log_every == 0 or "val_loss" in metrics):
+            metrics_logger(metrics, step + 1)
         if (step + 1) % config.checkpoint_every == 0 or final:
             probe = step_batches[-1] if final else None
             _checkpoint_and_report(engine, config, loop_config, rank, world, metrics, probe)  # [ray]
+
+
+@torch.no_grad()
+def _validation_loss(engine: deepspeed.DeepSpeedEngine, rank: int, loop_config: dict[str, Any],
+                     image_processor: LlavaSPImageProcessor, image_shape: tuple[int, int, int],
+                     device: torch.device) -> float:
+    """The mean token loss over the validation set (every worker its share; padding rows count nothing), with
+    dropout off."""
+    config = TrainConfig(**loop_config["train"])
+    real_rows = loop_config["validation_rows"][rank]
+    shard = ray.train.get_dataset_shard(f"validation{rank}")  # [ray] this worker's validation rows, in order
+    totals = torch.zeros(2, dtype=torch.float64)  # summed token loss, target tokens
+    seen = 0
+    engine.eval()
+    for rows in shard.iter_batches(batch_size=config.micro_batch_size, batch_format="pyarrow"):
+        batch = collate(rows, loop_config["pad_token_id"], image_processor)
+        batch["labels"][torch.arange(seen, seen + len(batch["labels"])) >= real_rows] = -100
+        seen += len(batch["labels"])
+        totals[1] += target_tokens(batch["labels"])
+        totals[0] += _summed_token_loss(engine, {name: tensor.to(device) for name, tensor in batch.items()},
+                                        image_shape).double().cpu()
+    engine.train()
+    dist.all_reduce(totals)
+    return (totals[0] / totals[1].clamp(min=1.0)).item()
 
 
 def _summed_token_loss(engine: deepspeed.DeepSpeedEngine, batch: dict[str, torch.Tensor],

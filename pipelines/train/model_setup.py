@@ -13,8 +13,8 @@ from sp_core.checkpoint_check import load_state_exactly
 from sp_core.modeling import LlavaSPForConditionalGeneration
 
 PROJECTOR_WEIGHTS = "projector.safetensors"
-LANGUAGE_MODEL_WEIGHTS = "language_model.safetensors"
-PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}  # in a stage-1 checkpoint only when pretrain_llm trained it
+LANGUAGE_MODEL_WEIGHTS = "language_model.safetensors"  # in a stage-1 checkpoint only when pretrain_llm trained it
+PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def unwrap(model: torch.nn.Module) -> LlavaSPForConditionalGeneration:

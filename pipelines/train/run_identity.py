@@ -17,11 +17,11 @@ from typing import Any
 from pipelines.train.config import TrainConfig
 
 RUN_RECORD = "llava_sp_run.json"
-# Settings that do not change what a run computes: where it is written and tracked, how often it checkpoints and
-# logs, the CPUs and threads it gets, and how this invocation treats an existing run.
+# Settings that do not change what a run computes: where it is written and tracked, how often it checkpoints, logs
+# and validates, the CPUs and threads it gets, and how this invocation treats an existing run.
 NOT_DECIDING = frozenset({"run_name", "experiment", "storage_path", "checkpoint_every", "keep_checkpoints",
                           "max_failures", "log_every", "torch_threads", "cpus_per_worker", "placement_strategy",
-                          "resume", "resume_from"})
+                          "resume", "resume_from", "validation_data", "eval_every", "max_validation_rows"})
 
 
 class RunChangedError(ValueError):

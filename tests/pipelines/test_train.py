@@ -237,5 +237,40 @@ def test_a_run_trains_on_a_weighted_mix_of_data_sets(stage1, environment):
     mixed = run_stage(TrainConfig(stage="pretrain", storage_path=str(environment / "runs"),
                                   data_mix={captions: 1.0, conversations: 0.5}, **{**COMMON, "max_steps": 2}))
     params = MlflowClient(mixed.tracking_uri).get_run(mixed.run_id).data.params
-    assert int(params["train_rows"]) == shard_index(captions).num_rows + round(0.5 * shard_index(conversations).num_rows)
+    expected_rows = shard_index(captions).num_rows + round(0.5 * shard_index(conversations).num_rows)
+    assert int(params["train_rows"]) == expected_rows
     assert mixed.metrics["step"] == 2 and mixed.checkpoint.parent.name.startswith("pretrain-cropping-")
+
+
+def test_validation_loss_is_logged_and_is_the_models_mean_token_loss_on_the_set(stage1, environment):
+    import pyarrow as pa
+    import torch.nn.functional as F
+    from transformers import AutoTokenizer
+
+    from pipelines.defaults import embedded_model_dir
+    from pipelines.train.data import collate, target_tokens, without_right_padding_mask
+    from pipelines.train.job import embedded_data_dir
+    from pipelines.train.shards import ShardRowReader, shard_index
+    from sp_core.image_processing import LlavaSPImageProcessor
+
+    captions = embedded_data_dir("pretrain", str(embedded_model_dir("cropping")))
+    # 10 rows over 2 workers of micro-batches of 4: each worker pads its 5 rows to 8, and the padding must not count.
+    result = run_stage(TrainConfig(stage="pretrain", storage_path=str(environment / "runs"), run_name="validated",
+                                   validation_data=captions, eval_every=2, max_validation_rows=10,
+                                   **{**COMMON, "max_steps": 4}))
+    history = MlflowClient(result.tracking_uri).get_metric_history(result.run_id, "val_loss")
+    assert sorted(metric.step for metric in history) == [2, 4]
+    logged = next(metric.value for metric in history if metric.step == 4)
+
+    index = shard_index(captions).slice(0, 10)
+    rows = ShardRowReader()(pa.table({"position": list(range(10)), "file": index.column("file"),
+                                      "row_in_file": index.column("row_in_file")}))
+    model = LlavaSPForConditionalGeneration.from_pretrained(result.model_dir).eval()
+    batch = collate(rows, AutoTokenizer.from_pretrained(result.model_dir).pad_token_id,
+                    LlavaSPImageProcessor.from_pretrained_dir(str(result.model_dir)))
+    labels = batch.pop("labels")
+    with torch.no_grad():
+        logits = model(**without_right_padding_mask(batch)).logits
+    expected = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100,
+                               reduction="sum").item() / target_tokens(labels)
+    assert abs(logged - expected) <= 1e-4 * expected, (logged, expected)
