@@ -29,6 +29,7 @@ IMAGE_TOKEN_MISSING = "image_token_missing"
 IMAGE_TOKEN_WITHOUT_IMAGE = "image_token_without_image"
 TOO_MANY_IMAGE_TOKENS = "too_many_image_tokens"
 EMPTY_TEXT = "empty_text"
+TURN_NOT_TEXT = "turn_not_text"
 NO_LEARNABLE_TOKENS = "no_learnable_tokens"
 
 
@@ -91,7 +92,8 @@ def normalise_turns(conversations: object, has_image: bool) -> list[str]:
             )
         value = turn.get("value")
         if not isinstance(value, str):
-            raise ConversationError(EMPTY_TEXT, f"turn {index} has no text value")
+            found = "no 'value'" if value is None else f"a value of type {type(value).__name__} ({value!r:.40})"
+            raise ConversationError(TURN_NOT_TEXT, f"turn {index} has {found}; a turn's value is its text")
         texts.append(value)
     if len(texts) % 2:
         raise ConversationError(ROLES_NOT_ALTERNATING, f"the last turn ({len(texts) - 1}) is a question without answer")

@@ -135,6 +135,7 @@ def preprocess(config: PreprocessConfig, processor: RowProcessor) -> PreprocessR
     output_root = Path(config.output_dir).absolute() if config.output_dir else home() / "data"
     dataset_dir = output_root / fingerprint(config, processor, hash_inputs(config.data))[:20]
     manifest_path = dataset_dir / "manifest.json"
+    _remove_leftovers(output_root, dataset_dir)
     if manifest_path.is_file():
         if config.name:
             register(output_root, config.name, dataset_dir)
@@ -142,10 +143,13 @@ def preprocess(config: PreprocessConfig, processor: RowProcessor) -> PreprocessR
 
     staging_dir = dataset_dir / "staging"
     if not staging_dir.is_dir():  # staging is deterministic: an interrupted run's staging is reused as is
-        temporary = output_root / f".staging-{uuid.uuid4().hex}"
-        stage_inputs(config.data, temporary, config.rows_per_chunk)
-        dataset_dir.mkdir(parents=True, exist_ok=True)
-        temporary.rename(staging_dir)
+        temporary = output_root / f".staging-{dataset_dir.name}-{uuid.uuid4().hex}"
+        try:
+            stage_inputs(config.data, temporary, config.rows_per_chunk)
+            dataset_dir.mkdir(parents=True, exist_ok=True)
+            temporary.rename(staging_dir)
+        finally:
+            shutil.rmtree(temporary, ignore_errors=True)  # a failed staging leaves nothing behind
     chunks = sorted(staging_dir.glob("chunk-*.parquet"))
 
     totals: Counter[str] = Counter()
@@ -173,6 +177,15 @@ def preprocess(config: PreprocessConfig, processor: RowProcessor) -> PreprocessR
     if config.name:
         register(output_root, config.name, dataset_dir)
     return _result_from_manifest(dataset_dir, manifest, reused=False, chunks_reused=reused_chunks)
+
+
+def _remove_leftovers(output_root: Path, dataset_dir: Path) -> None:
+    """Temporary folders of this data set that a killed run left (a failed one removes its own)."""
+    leftovers = [*output_root.glob(f".staging-{dataset_dir.name}-*"), *dataset_dir.glob(".chunk-*")]
+    for path in leftovers:
+        shutil.rmtree(path, ignore_errors=True)
+    if leftovers:
+        logger.info("removed %d temporary folders of an interrupted run of %s", len(leftovers), dataset_dir)
 
 
 def _process_chunk(config: PreprocessConfig, processor: RowProcessor, chunk: Path, dataset_dir: Path,
@@ -206,13 +219,15 @@ def _write_partition(processed: ray.data.Dataset, status: str, schema: pa.Schema
     for leftover in directory.glob(f"{name}-*.parquet"):
         leftover.unlink()
     temporary = directory.parent / f".{name}-{status}-{uuid.uuid4().hex}"
-    # Small row groups: training reads planned rows by random access, a row group at a time.
-    processed.map_batches(_select, batch_format="pyarrow", fn_args=(status, schema), num_cpus=0.5).write_parquet(
-        str(temporary), row_group_size=ROWS_PER_ROW_GROUP)
-    for part, path in enumerate(sorted(temporary.glob("*.parquet"))):
-        if pq.ParquetFile(path).metadata.num_rows:
-            path.rename(directory / f"{name}-{part:03d}.parquet")
-    shutil.rmtree(temporary, ignore_errors=True)
+    try:
+        # Small row groups: training reads planned rows by random access, a row group at a time.
+        processed.map_batches(_select, batch_format="pyarrow", fn_args=(status, schema), num_cpus=0.5).write_parquet(
+            str(temporary), row_group_size=ROWS_PER_ROW_GROUP)
+        for part, path in enumerate(sorted(temporary.glob("*.parquet"))):
+            if pq.ParquetFile(path).metadata.num_rows:
+                path.rename(directory / f"{name}-{part:03d}.parquet")
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
 
 
 def _result_from_manifest(dataset_dir: Path, manifest: dict, reused: bool, chunks_reused: int = 0) -> PreprocessResult:

@@ -23,6 +23,7 @@ from sp_core.image_processing import ImageError, LlavaSPImageProcessor, load_rgb
 # Quarantine reasons beyond those of sp_core.conversation and sp_core.image_processing.
 IMAGE_MISSING = "image_missing"
 IMAGE_PATH_ESCAPES_ROOT = "image_path_escapes_root"
+BAD_IMAGE_PATH = "bad_image_path"  # empty, or holding a control character such as NUL
 IMAGE_TOO_LARGE = "image_too_large"
 BAD_RECORD = "bad_record"
 PROCESSING_ERROR = "processing_error"
@@ -104,6 +105,12 @@ class RowProcessor:
         }
 
     def _pixels(self, relative_path: str) -> bytes:
+        if not relative_path.strip():
+            raise RowRejected(BAD_IMAGE_PATH, "the image path is empty")
+        control = next((character for character in relative_path if ord(character) < 32), None)
+        if control is not None:
+            raise RowRejected(BAD_IMAGE_PATH, f"the image path {relative_path!r} holds the control character "
+                                              f"{control!r}, which no file name on the image root has")
         try:
             uri = safe_join(self.image_root, relative_path)
         except UnsafeImagePath as error:

@@ -95,7 +95,9 @@ class ContentPart(_Strict):
 
     @model_validator(mode="after")
     def _one_kind(self) -> ContentPart:
-        if (self.type == "text") != (self.text is not None and self.image_url is None):
+        text_part = self.text is not None and self.image_url is None
+        image_part = self.image_url is not None and self.text is None
+        if not (text_part if self.type == "text" else image_part):
             raise PydanticCustomError("invalid_content", "a part is {{'type': 'text', 'text': ...}} or "
                                       "{{'type': 'image_url', 'image_url': {{'url': ...}}}}")
         return self

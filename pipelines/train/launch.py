@@ -133,6 +133,8 @@ def validation_tables(config: TrainConfig) -> list[pa.Table]:
     index = shard_index(config.validation_data)
     if config.max_validation_rows:
         index = index.slice(0, config.max_validation_rows)
+    if index.num_rows == 0:
+        raise ValueError(f"validation_data={config.validation_data}: the data set has no rows")
     per_rank = math.ceil(index.num_rows / config.num_workers)
     padded = math.ceil(per_rank / config.micro_batch_size) * config.micro_batch_size
     tables = []

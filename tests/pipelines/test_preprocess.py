@@ -4,6 +4,7 @@ import io
 import json
 import os
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -45,6 +46,9 @@ BAD_ROWS = {
     "two_tokens": ({"image": "red.png", "conversations": _qa(question="<image> and <image>?")}, "too_many_image_tokens"),
     "empty": ({"image": "red.png", "conversations": _qa(answer="  ")}, "empty_text"),
     "too_long": ({"image": "red.png", "conversations": _qa(question="colour " * 150)}, "no_learnable_tokens"),
+    "empty_path": ({"image": "", "conversations": _qa()}, "bad_image_path"),
+    "nul_path": ({"image": "red.png\u0000.png", "conversations": _qa()}, "bad_image_path"),
+    "number_answer": ({"image": "red.png", "conversations": _qa(answer=3)}, "turn_not_text"),
 }
 
 
@@ -94,7 +98,7 @@ def test_every_row_is_written_or_quarantined_with_its_reason(first_run):
     _, result = first_run
     quarantine = {row["id"]: row for row in _quarantine(result)}
     expected = {f"bad-{name}": reason for name, (_, reason) in BAD_ROWS.items()}
-    expected["data.json:15"] = "bad_record"  # the bare 42 (row 15) has no id
+    expected["data.json:18"] = "bad_record"  # the bare 42 (row 18) has no id
     expected["extra.jsonl:1"] = "invalid_json"
     assert {key: row["reason"] for key, row in quarantine.items()} == expected
     assert quarantine["bad-escape"]["source"].endswith("data.json") and quarantine["bad-escape"]["row"] == 5
@@ -102,9 +106,11 @@ def test_every_row_is_written_or_quarantined_with_its_reason(first_run):
 
     shards = pq.read_table(result.shards_dir).to_pylist()
     assert sorted(row["id"] for row in shards) == ["good-blue", "good-green", "good-red", "good-text"]
-    assert result.read == 19 == result.written + sum(result.quarantined.values())
-    assert result.written == 4 and sum(result.quarantined.values()) == 15
-    assert result.quarantined["image_path_escapes_root"] == 2
+    assert result.read == 22 == result.written + sum(result.quarantined.values())
+    assert result.written == 4 and sum(result.quarantined.values()) == 18
+    assert result.quarantined["image_path_escapes_root"] == 2 and result.quarantined["bad_image_path"] == 2
+    assert "holds the control character '\\x00'" in quarantine["bad-nul_path"]["detail"]
+    assert "turn 1 has a value of type int (3)" in quarantine["bad-number_answer"]["detail"]
 
 
 def test_shard_rows_hold_expanded_tokens_and_the_uint8_crop(first_run, tiny_model_dir):
@@ -130,19 +136,27 @@ def test_shard_rows_hold_expanded_tokens_and_the_uint8_crop(first_run, tiny_mode
 def test_rerun_reuses_and_an_interrupted_run_resumes(first_run):
     config, first = first_run
     assert not first.reused and first.chunks_reused == 0
+    # What a killed run leaves behind (a staging folder, a chunk's temporary output) goes with the next run.
+    leftovers = [Path(config.output_dir) / f".staging-{first.dataset_dir.name}-killed",
+                 first.dataset_dir / ".chunk-00001-ok-killed"]
+    for leftover in leftovers:
+        (leftover / "part.parquet").parent.mkdir(parents=True)
+        (leftover / "part.parquet").write_bytes(b"half")
     again = run(config)
     assert again.reused and again.dataset_dir == first.dataset_dir
+    assert not any(leftover.exists() for leftover in leftovers)
     assert (again.read, again.written, again.quarantined) == (first.read, first.written, first.quarantined)
 
     # Interrupt: the manifest and chunk 1's outputs were never written. (The resumed run restores them, so the
     # shared run is whole again for the tests after this one.)
+    chunks = len(list((first.dataset_dir / "chunks").glob("*.json")))
     (first.dataset_dir / "manifest.json").unlink()
     (first.dataset_dir / "chunks" / "00001.json").unlink()
     for path in first.shards_dir.glob("chunk-00001-*.parquet"):
         path.unlink()
     kept = {path.name: os.stat(path).st_mtime_ns for path in first.shards_dir.glob("chunk-0000[02]-*.parquet")}
     resumed = run(config)
-    assert not resumed.reused and resumed.chunks_reused == 3
+    assert not resumed.reused and resumed.chunks_reused == chunks - 1
     assert (resumed.read, resumed.written, resumed.quarantined) == (first.read, first.written, first.quarantined)
     assert {p.name: os.stat(p).st_mtime_ns for p in first.shards_dir.glob("chunk-0000[02]-*.parquet")} == kept
     assert sorted(r["id"] for r in pq.read_table(first.shards_dir).to_pylist()) == \
@@ -175,4 +189,4 @@ def test_the_resize_reference_is_a_shard_setting(llava_data, tiny_model_dir, tmp
 def test_image_root_may_be_a_uri(ray_session, llava_data, tiny_model_dir, tmp_path):
     result = run(_config(llava_data, tiny_model_dir, tmp_path / "out", image_root=f"file://{llava_data / 'images'}",
                          data=[f"file://{llava_data / 'data.json'}"], rows_per_chunk=1000))
-    assert result.written == 3 and result.read == 17
+    assert result.written == 3 and result.read == 20

@@ -81,6 +81,8 @@ def test_unset_and_null_parameters_take_the_defaults_and_no_op_values_are_accept
     (_chat([{"type": "image_url", "image_url": {"url": ""}}]), "invalid_messages",
      "messages.0.content.0.image_url.url", "at least 1 character"),
     (_chat([{"type": "text"}]), "invalid_content", "messages.0.content.0", "a part is"),
+    (_chat([{"type": "image_url"}]), "invalid_content", "messages.0.content.0", "a part is"),
+    (_chat([{**IMAGE_PART, "text": "hi"}]), "invalid_content", "messages.0.content.0", "a part is"),
     (_chat([IMAGE_PART, IMAGE_PART]), "too_many_images", "messages", "at most 1 per chat"),
     (_chat("<image> sneaky"), "reserved_token", "messages.0.content", "reserved token <image>"),
     ({"model": "m", "messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]},

@@ -76,7 +76,7 @@ def test_text_only_sample_has_no_image_tokens(tiny_tokenizer):
         ([{"from": "human", "value": "<image>\n<image>\nq"}, {"from": "gpt", "value": "x"}], True, "too_many_image_tokens"),
         ([{"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": "   "}], True, "empty_text"),
         ([{"from": "human", "value": ""}, {"from": "gpt", "value": "x"}], False, "empty_text"),
-        ([{"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": 3}], True, "empty_text"),
+        ([{"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": 3}], True, "turn_not_text"),
     ],
 )
 def test_bad_conversations_raise_with_a_reason(tiny_tokenizer, turns, has_image, reason):
