@@ -23,6 +23,7 @@ from pipelines.data.storage import open_input
 
 _READ_BYTES = 1 << 20
 _DECODER = json.JSONDecoder()
+_LONGEST_CUT_TOKEN = 8  # characters of a literal, number or \\uXXXX escape that a read can cut, e.g. "fals"
 INVALID_JSON = "invalid_json"
 
 
@@ -75,14 +76,35 @@ def iter_records(uri: str) -> Iterator[StagedRecord]:
             buffer += piece
             if buffer.strip():
                 break
+        if buffer.startswith("\ufeff"):
+            # json.load refuses it too (the official loader reads with json.load).
+            raise InputFormatError(f"{uri}: the file starts with a UTF-8 byte order mark; save it as plain UTF-8")
         if buffer.lstrip().startswith("["):
-            yield from _iter_array(uri, buffer[buffer.index("[") + 1 :], pieces)
+            start = buffer.index("[") + 1
+            yield from _iter_array(uri, buffer[start:], pieces, consumed=start)
         else:
+            _refuse_one_object(uri, buffer)
             yield from _iter_lines(uri, buffer, pieces)
 
 
-def _iter_array(uri: str, buffer: str, pieces: Iterator[str]) -> Iterator[StagedRecord]:
-    row, consumed, exhausted = 0, 0, False
+def _refuse_one_object(uri: str, buffer: str) -> None:
+    """A file that opens with a JSON object spread over lines is one object (such as {"data": [...]}), not
+    JSON-lines, whose records are one per line."""
+    first_line = buffer.lstrip().split("\n", 1)[0]
+    if not first_line.startswith("{"):
+        return
+    try:
+        json.loads(first_line)
+    except json.JSONDecodeError:
+        if "\n" in buffer.lstrip():  # the line is complete, and it is not a whole record
+            raise InputFormatError(
+                f"{uri}: the file is a JSON object spread over lines, not LLaVA data: give a JSON array of records "
+                "([{...}, ...]) or JSON-lines (one record per line)") from None
+
+
+def _iter_array(uri: str, buffer: str, pieces: Iterator[str], consumed: int) -> Iterator[StagedRecord]:
+    """The array's elements; `consumed` counts the characters before `buffer` (positions in errors are the file's)."""
+    row, exhausted = 0, False
     while True:
         stripped = buffer.lstrip(" \t\r\n,")
         consumed += len(buffer) - len(stripped)
@@ -94,9 +116,15 @@ def _iter_array(uri: str, buffer: str, pieces: Iterator[str]) -> Iterator[Staged
             # A number or literal at the very end of the buffer may continue in the next piece.
             complete = end < len(buffer) or exhausted
         except json.JSONDecodeError as error:
-            if exhausted:
-                where = "is not closed" if not buffer else f"is invalid near character {consumed + error.pos}"
-                raise InputFormatError(f"{uri}: the JSON array {where} after element {row}: {error.msg}") from error
+            cut = _may_continue(buffer, error)
+            if exhausted and not buffer:
+                raise InputFormatError(f"{uri}: the JSON array is not closed after element {row}") from error
+            if exhausted and cut:
+                raise InputFormatError(f"{uri}: the file ends inside element {row} of the JSON array (is it "
+                                       "truncated?)") from error
+            if exhausted or not cut:
+                raise InputFormatError(f"{uri}: the JSON array is invalid near character {consumed + error.pos} "
+                                       f"after element {row}: {error.msg}") from error
             complete = False
         if not complete:
             more = next(pieces, None)
@@ -107,6 +135,13 @@ def _iter_array(uri: str, buffer: str, pieces: Iterator[str]) -> Iterator[Staged
         row += 1
         consumed += end
         buffer = buffer[end:]
+
+
+def _may_continue(buffer: str, error: json.JSONDecodeError) -> bool:
+    """Whether more text could still make the element valid: the decoder stopped inside a string that runs to the
+    end of the buffer, or within the few characters of a number, literal or escape cut at its end. Anything else is
+    a syntax error, reported at once rather than after reading the rest of a large file."""
+    return error.msg.startswith("Unterminated string") or error.pos >= len(buffer.rstrip()) - _LONGEST_CUT_TOKEN
 
 
 def _iter_lines(uri: str, buffer: str, pieces: Iterator[str]) -> Iterator[StagedRecord]:
