@@ -58,12 +58,13 @@ def run_stage(config: TrainConfig) -> TrainResult:
     if config.stage == "finetune" and not config.init_from:
         logging.getLogger(__name__).warning("no init_from: the projector starts from the base model's weights")
     model_dir = config.model or str(embedded_model_dir(config.variant))
+    catalog = home() / "data"  # where data set names are kept (pipelines/data/catalog.py)
     if config.data_mix:
-        data: str | dict[str, float] = {resolve_data(source, home() / "data"): float(weight)
+        data: str | dict[str, float] = {resolve_data(source, catalog): float(weight)
                                         for source, weight in config.data_mix.items()}
     else:
-        data = resolve_data(config.data, home() / "data") or embedded_data_dir(config.stage, model_dir)
-    validation = resolve_data(config.validation_data, home() / "data")
+        data = resolve_data(config.data, catalog) or embedded_data_dir(config.stage, model_dir)
+    validation = resolve_data(config.validation_data, catalog)
     return train(replace(config, model=model_dir, validation_data=validation), model_dir, data)
 
 

@@ -177,7 +177,8 @@ def train(config: TrainConfig, model_dir: str, data_dir: str | dict[str, float])
             logger.info("run %s already finished with these settings: reusing its checkpoint %s (mlflow run %s)",
                         name, record.checkpoint, record.mlflow_run_id)
             return TrainResult(Path(record.checkpoint), record.mlflow_run_id, record.tracking_uri, record.metrics)
-    index = mixed_index(data_dir if isinstance(data_dir, dict) else {data_dir: 1.0}, config.seed)
+    sources = data_dir if isinstance(data_dir, dict) else {data_dir: 1.0}
+    index = mixed_index(sources, config.seed)
     plan = make_plan(index.column("modality_length").to_numpy(), config.num_workers, config.micro_batch_size,
                      config.gradient_accumulation_steps, config.epochs, config.seed, config.max_steps)
     ray.data.DataContext.get_current().enable_progress_bars = False  # per-step metrics go to MLflow instead
@@ -190,7 +191,7 @@ def train(config: TrainConfig, model_dir: str, data_dir: str | dict[str, float])
             datasets[f"validation{rank}"] = worker_dataset(table, config, image_processor.image_size)
             validation_rows.append(int(pc.sum(table.column("real")).as_py()))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    uri, run_id = _tracking_run(config, name, record, data_dir)
+    uri, run_id = _tracking_run(config, name, record, sources)
     write_record(run_dir, RunRecord(settings, uri, run_id))
     tracking.log_params(uri, run_id, {**flatten(asdict(config)), "world_size": config.num_workers,
                                       "model_dir": model_dir, "data_dir": data_dir, "plan_steps": plan.steps,
@@ -241,7 +242,7 @@ def train(config: TrainConfig, model_dir: str, data_dir: str | dict[str, float])
 
 
 def _tracking_run(config: TrainConfig, name: str, record: RunRecord | None,
-                  data_dir: str | dict[str, float]) -> tuple[str, str]:
+                  sources: dict[str, float]) -> tuple[str, str]:
     """The MLflow run of this training run: the one it was started with (a resumed run goes on in it, its metrics
     at their steps), or a new one."""
     from mlflow import MlflowClient
@@ -251,8 +252,7 @@ def _tracking_run(config: TrainConfig, name: str, record: RunRecord | None,
         MlflowClient(uri).update_run(record.mlflow_run_id, status="RUNNING")
         logger.info("run %s resumes in mlflow run %s", name, record.mlflow_run_id)
         return uri, record.mlflow_run_id
-    datasets = data_dir if isinstance(data_dir, dict) else {data_dir: 1.0}
-    tags = {"stage": config.stage, "variant": config.variant, "dataset": ",".join(Path(d).name for d in datasets),
+    tags = {"stage": config.stage, "variant": config.variant, "dataset": ",".join(Path(d).name for d in sources),
             **tracking.source_tags()}
     return tracking.start_run(config.experiment, name, tags=tags)
 
