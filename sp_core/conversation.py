@@ -77,9 +77,10 @@ def get_template(name: str) -> ConversationTemplate:
     return TEMPLATES[name]
 
 
-def normalise_turns(conversations: object, has_image: bool) -> list[str]:
+def normalise_turns(conversations: object, has_image: bool, strip_turns: bool = False) -> list[str]:
     """Validate LLaVA turns ({"from": "human"|"gpt", "value": str}) and return their texts, with the <image>
-    moved to the front of its turn as LLaVA's preprocess_multimodal does ("<image>\\ntext")."""
+    moved to the front of its turn as LLaVA's preprocess_multimodal does ("<image>\\ntext", that turn stripped).
+    Other turns keep their whitespace, as in the official code, unless strip_turns."""
     if not isinstance(conversations, list) or not conversations:
         raise ConversationError(NO_CONVERSATIONS, "the row has no conversation turns")
     texts = []
@@ -111,7 +112,10 @@ def normalise_turns(conversations: object, has_image: bool) -> list[str]:
         stripped = text.replace(IMAGE, "").strip()
         if not stripped and (index % 2 == 1 or IMAGE not in text):
             raise ConversationError(EMPTY_TEXT, f"turn {index} is empty")
-        normalised.append(f"{IMAGE}\n{stripped}" if IMAGE in text else stripped)
+        if IMAGE in text:
+            normalised.append(f"{IMAGE}\n{stripped}".strip())  # a bare "<image>" turn stays "<image>"
+        else:
+            normalised.append(stripped if strip_turns else text)
     return normalised
 
 
@@ -185,9 +189,10 @@ def tokenize_conversation(
     has_image: bool,
     image_tokens: int,
     model_max_length: int,
+    strip_turns: bool = False,
 ) -> TokenizedConversation:
     """LLaVA turns -> expanded input_ids and labels, truncated to model_max_length (never inside an image)."""
-    texts = normalise_turns(conversations, has_image)
+    texts = normalise_turns(conversations, has_image, strip_turns)
     prompt, learned_spans = render(template, texts)
     encoding = tokenizer(prompt, return_offsets_mapping=True, add_special_tokens=True)
     image_token_id = tokenizer.convert_tokens_to_ids(IMAGE)

@@ -26,4 +26,8 @@ def row_processor_for(config: PreprocessConfig, model: str) -> RowProcessor:
         model_max_length=config.model_max_length,
         max_image_pixels=config.max_image_pixels,
         max_image_bytes=config.max_image_bytes,
+        image_decoding=config.image_decoding,
+        strip_turns=config.strip_turns,
+        image_identity=config.image_identity,
+        pixel_storage=config.pixel_storage,
     )

@@ -1,14 +1,16 @@
 """LLaVA data -> parquet shards with Ray Data, content-addressed and resumable, every row accounted for.
 
     dataset_dir = <output_dir>/<fingerprint of inputs + config + tokenizer + image settings>/
-        staging/chunk-*.parquet      raw records, rows_per_chunk each (removed when all chunks are done)
+        staging/chunk-*.parquet      raw records, rows_per_chunk each
         shards/chunk-*-*.parquet     training rows (schema: pipelines.data.schema.SHARD_SCHEMA)
         quarantine/chunk-*.parquet   rejected rows: id, source, row, reason, detail
         chunks/<i>.json              per-chunk counts, written when chunk i is complete (the resume points)
+        chunks/<i>.images.parquet    the signature of each row's image file when chunk i was processed
         manifest.json                the totals, written last: its presence means the dataset is complete
 
-Re-running with the same inputs and config returns the finished dataset; an interrupted run redoes only the
-chunks that have no chunks/<i>.json.
+Re-running with the same inputs and config reuses every finished chunk whose images are unchanged
+(pipelines.data.image_identity) and redoes the others: an interrupted run's unfinished chunks, and the chunks where
+an image appeared, vanished or changed. rebuild=true redoes everything.
 """
 
 from __future__ import annotations
@@ -29,10 +31,19 @@ import ray
 from tqdm.auto import tqdm
 
 from pipelines.data.catalog import name_problem, register
+from pipelines.data.image_identity import (
+    IMAGE_IDENTITIES,
+    SIGNATURE_SCHEMA,
+    SignatureReader,
+    compare,
+    signatures_by_row,
+)
+from pipelines.data.pixel_storage import DEFAULT_STORAGE, storage_problem
 from pipelines.data.rows import RowProcessor
 from pipelines.data.schema import OK, QUARANTINE_SCHEMA, QUARANTINED, SHARD_SCHEMA
 from pipelines.data.staging import hash_inputs, stage_inputs
 from sp_core.conversation import TEMPLATES
+from sp_core.image_decoding import DEFAULT_DECODING
 from sp_core.image_processing import (
     DEFAULT_ASPECT,
     DEFAULT_RESIZE,
@@ -41,7 +52,7 @@ from sp_core.image_processing import (
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # bump when the shard layout or row processing changes meaning
+FORMAT_VERSION = 3  # bump when the shard layout or row processing changes meaning
 ROWS_PER_ROW_GROUP = 32
 
 
@@ -59,6 +70,16 @@ class PreprocessConfig:
     # torch: bit-identical to transformers' default CLIPImageProcessor, 2-4x faster; pil: to CLIPImageProcessorPil and
     # the official LLaVA-1.5 data (1-2 uint8 levels apart on under 1% of pixels)
     image_resize: str = DEFAULT_RESIZE
+    # llava: Pillow's convert("RGB") as the official loader (EXIF ignored, alpha dropped, 16-bit clipped); display: as
+    # a viewer shows it (EXIF orientation, transparency on white, 16-bit rescaled); see sp_core.image_decoding
+    image_decoding: str = DEFAULT_DECODING
+    # false: as the official code, only the <image> turn is stripped of surrounding whitespace; true: every turn
+    strip_turns: bool = False
+    # How a finished row notices that its image changed: stat (size + modification time) | content (SHA-256)
+    image_identity: str = "stat"
+    rebuild: bool = False  # redo every row, reusing nothing of an earlier run
+    # How shards store the crops (same pixels either way): webp (lossless, ~1.4x a photo's JPEG) | raw (~4x, faster)
+    pixel_storage: str = DEFAULT_STORAGE
     model_max_length: int = 2048  # tokens after <image> expansion
     max_image_pixels: int = 89_478_485  # decompression-bomb limit (PIL's default)
     max_image_bytes: int = 64 * 1024 * 1024
@@ -71,7 +92,11 @@ class PreprocessConfig:
         problems = []
         if self.template not in TEMPLATES:
             problems.append(f"template={self.template!r}; allowed: {', '.join(TEMPLATES)}")
-        problems.extend(image_option_problems(self.image_aspect, self.image_resize))
+        problems.extend(image_option_problems(self.image_aspect, self.image_resize, self.image_decoding))
+        if storage_problem(self.pixel_storage):
+            problems.append(storage_problem(self.pixel_storage))
+        if self.image_identity not in IMAGE_IDENTITIES:
+            problems.append(f"image_identity={self.image_identity!r}; allowed: {', '.join(IMAGE_IDENTITIES)}")
         if name_problem(self.name):
             problems.append(name_problem(self.name))
         for name in ("model_max_length", "rows_per_chunk", "rows_per_batch", "blocks_per_chunk", "max_image_pixels",
@@ -88,8 +113,11 @@ class PreprocessResult:
     read: int
     written: int
     quarantined: dict[str, int]
-    reused: bool  # the whole dataset was already complete
+    reused: bool  # the whole dataset was already complete, with unchanged images
     chunks_reused: int = 0
+    chunks_redone: int = 0  # finished chunks processed again because their images changed
+    image_changes: dict[str, int] = field(default_factory=dict)  # appeared / vanished / changed -> rows
+    rebuilt: bool = False
 
     @property
     def shards_dir(self) -> Path:
@@ -101,9 +129,18 @@ class PreprocessResult:
 
     def summary(self) -> str:
         reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(self.quarantined.items())) or "none"
-        state = "reused" if self.reused else f"built ({self.chunks_reused} chunks reused)"
         return (f"read {self.read} = written {self.written} + quarantined {sum(self.quarantined.values())} "
-                f"[{reasons}]; {state}; shards: {self.shards_dir}")
+                f"[{reasons}]; {self.state()}; shards: {self.shards_dir}")
+
+    def state(self) -> str:
+        """What this run reused, what it redid and why."""
+        if self.rebuilt:
+            return "rebuilt (rebuild=true)"
+        if self.reused:
+            return "reused (images unchanged)"
+        changes = ", ".join(f"{count} images {kind}" for kind, count in sorted(self.image_changes.items()))
+        redone = f"{self.chunks_redone} chunks redone ({changes}), " if self.chunks_redone else ""
+        return f"built ({redone}{self.chunks_reused} chunks reused)"
 
 
 def fingerprint(config: PreprocessConfig, processor: RowProcessor, input_sha256: str) -> str:
@@ -116,6 +153,9 @@ def fingerprint(config: PreprocessConfig, processor: RowProcessor, input_sha256:
         "inputs": input_sha256,
         "image_root": config.image_root,
         "template": config.template,
+        "strip_turns": config.strip_turns,
+        "pixel_storage": config.pixel_storage,
+        "image_decoding": config.image_decoding,
         "model_max_length": config.model_max_length,
         "max_image_pixels": config.max_image_pixels,
         "max_image_bytes": config.max_image_bytes,
@@ -136,12 +176,17 @@ def preprocess(config: PreprocessConfig, processor: RowProcessor) -> PreprocessR
     dataset_dir = output_root / fingerprint(config, processor, hash_inputs(config.data))[:20]
     manifest_path = dataset_dir / "manifest.json"
     _remove_leftovers(output_root, dataset_dir)
-    if manifest_path.is_file():
+    if config.rebuild and dataset_dir.exists():
+        shutil.rmtree(dataset_dir)
+        logger.info("rebuild=true: removed %s", dataset_dir)
+    staging_dir = dataset_dir / "staging"
+    changes = _forget_chunks_with_changed_images(config, dataset_dir)
+    if manifest_path.is_file() and not changes:
         if config.name:
             register(output_root, config.name, dataset_dir)
         return _result_from_manifest(dataset_dir, json.loads(manifest_path.read_text()), reused=True)
+    manifest_path.unlink(missing_ok=True)
 
-    staging_dir = dataset_dir / "staging"
     if not staging_dir.is_dir():  # staging is deterministic: an interrupted run's staging is reused as is
         temporary = output_root / f".staging-{dataset_dir.name}-{uuid.uuid4().hex}"
         try:
@@ -173,10 +218,41 @@ def preprocess(config: PreprocessConfig, processor: RowProcessor) -> PreprocessR
     manifest = {"read": read, "written": written, "quarantined": dict(sorted(totals.items())),
                 "config": asdict(config), "chunks": len(chunks), "shard_schema": SHARD_SCHEMA.names}
     manifest_path.write_text(json.dumps(manifest, indent=2))
-    shutil.rmtree(staging_dir, ignore_errors=True)
     if config.name:
         register(output_root, config.name, dataset_dir)
-    return _result_from_manifest(dataset_dir, manifest, reused=False, chunks_reused=reused_chunks)
+    result = _result_from_manifest(dataset_dir, manifest, reused=False, chunks_reused=reused_chunks)
+    result.chunks_redone = len(changes)
+    result.image_changes = dict(sum(changes.values(), Counter()))
+    result.rebuilt = config.rebuild
+    return result
+
+
+def _forget_chunks_with_changed_images(config: PreprocessConfig, dataset_dir: Path) -> dict[int, Counter[str]]:
+    """Drop the finished chunks whose images changed since they were processed, so that they are redone; returns
+    each such chunk's changes. Reads every image's signature once (Ray Data, in parallel)."""
+    markers = {int(path.stem): path for path in (dataset_dir / "chunks").glob("*.json")}
+    staged = sorted((dataset_dir / "staging").glob("chunk-*.parquet"))
+    finished = [path for index, path in enumerate(staged) if index in markers]
+    if not finished:
+        return {}
+    reader = SignatureReader(config.image_root, config.image_identity)
+    current = ray.data.read_parquet([str(path) for path in finished]).map_batches(
+        reader, batch_format="pyarrow", num_cpus=config.num_cpus_per_task)
+    now = signatures_by_row(pa.concat_tables([ray.get(ref) for ref in current.to_arrow_refs()]))
+    changes: dict[int, Counter[str]] = {}
+    for index in sorted(markers):
+        recorded_path = _signatures_path(dataset_dir, index)
+        recorded = pq.read_table(recorded_path) if recorded_path.is_file() else SIGNATURE_SCHEMA.empty_table()
+        changed = compare(signatures_by_row(recorded), now)
+        if changed:
+            changes[index] = changed
+            markers[index].unlink()
+            logger.info("chunk %d is redone: its images changed since it was processed (%s)", index, dict(changed))
+    return changes
+
+
+def _signatures_path(dataset_dir: Path, index: int) -> Path:
+    return dataset_dir / "chunks" / f"{index:05d}.images.parquet"
 
 
 def _remove_leftovers(output_root: Path, dataset_dir: Path) -> None:
@@ -202,11 +278,20 @@ def _process_chunk(config: PreprocessConfig, processor: RowProcessor, chunk: Pat
     shards_dir, quarantine_dir = dataset_dir / "shards", dataset_dir / "quarantine"
     _write_partition(processed, OK, SHARD_SCHEMA, shards_dir, name)
     _write_partition(processed, QUARANTINED, QUARANTINE_SCHEMA, quarantine_dir, name)
+    _write_signatures(processed, _signatures_path(dataset_dir, index))
     written = sum(pq.ParquetFile(path).metadata.num_rows for path in shards_dir.glob(f"{name}-*.parquet"))
     reasons: Counter[str] = Counter()
     for path in quarantine_dir.glob(f"{name}-*.parquet"):
         reasons.update(pq.read_table(path, columns=["reason"]).column("reason").to_pylist())
     return {"read": staged_rows, "written": written, "quarantined": dict(sorted(reasons.items()))}
+
+
+def _write_signatures(processed: ray.data.Dataset, path: Path) -> None:
+    """The chunk's image signatures, for the next run to compare (a chunk's worth of short strings)."""
+    tables = [ray.get(ref) for ref in processed.select_columns(["source", "row", "image_signature"]).to_arrow_refs()]
+    table = pa.concat_tables(tables).rename_columns(SIGNATURE_SCHEMA.names).cast(SIGNATURE_SCHEMA)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table.filter(pc.not_equal(table.column("signature"), "")), path)
 
 
 def _select(table: pa.Table, status: str, schema: pa.Schema) -> pa.Table:

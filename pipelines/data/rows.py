@@ -10,15 +10,22 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 from transformers import PreTrainedTokenizerBase
 
+from pipelines.data.image_identity import ImageIdentity, record_signature
+from pipelines.data.pixel_storage import DEFAULT_STORAGE, PixelStorage, encode_crop
 from pipelines.data.schema import OK, PROCESSED_SCHEMA, QUARANTINED
 from pipelines.data.staging import INVALID_JSON
 from pipelines.data.storage import UnsafeImagePath, read_bytes, safe_join
 from sp_core.conversation import ConversationError, get_template, tokenize_conversation
-from sp_core.image_processing import ImageError, LlavaSPImageProcessor, load_rgb_image
+from sp_core.image_decoding import (
+    DEFAULT_DECODING,
+    ImageDecoding,
+    ImageError,
+    load_rgb_image,
+)
+from sp_core.image_processing import LlavaSPImageProcessor
 
 # Quarantine reasons beyond those of sp_core.conversation and sp_core.image_processing.
 IMAGE_MISSING = "image_missing"
@@ -45,6 +52,10 @@ class RowProcessor:
     model_max_length: int
     max_image_pixels: int
     max_image_bytes: int
+    image_decoding: ImageDecoding = DEFAULT_DECODING
+    strip_turns: bool = False
+    image_identity: ImageIdentity = "stat"
+    pixel_storage: PixelStorage = DEFAULT_STORAGE
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         columns: dict[str, list[Any]] = {field.name: [] for field in PROCESSED_SCHEMA}
@@ -57,6 +68,11 @@ class RowProcessor:
         return pa.table(columns, schema=PROCESSED_SCHEMA)
 
     def process(self, source: str, row: int, record_text: str) -> dict[str, Any]:
+        # Taken before the image is read: a file that changes while it is read then differs on the next run.
+        signature = record_signature(record_text, self.image_root, self.image_identity)
+        return {**self._result(source, row, record_text), "image_signature": signature}
+
+    def _result(self, source: str, row: int, record_text: str) -> dict[str, Any]:
         sample_id = f"{source.rsplit('/', 1)[-1]}:{row}"
         try:
             record = self._parse(record_text)
@@ -86,6 +102,7 @@ class RowProcessor:
             has_image=has_image,
             image_tokens=self.image_tokens,
             model_max_length=self.model_max_length,
+            strip_turns=self.strip_turns,
         )
         pixels = self._pixels(record["image"]) if has_image else None
         length = len(tokens.input_ids)
@@ -94,6 +111,7 @@ class RowProcessor:
             "input_ids": tokens.input_ids,
             "labels": tokens.labels,
             "pixel_values": pixels,
+            "pixel_encoding": self.pixel_storage if has_image else None,
             "has_image": has_image,
             "image_size": self.image_processor.image_size,
             "n_image_tokens": self.image_tokens if has_image else 0,
@@ -123,9 +141,8 @@ class RowProcessor:
             raise RowRejected(IMAGE_MISSING, f"cannot read {uri}: {error}") from error
         if len(data) > self.max_image_bytes:
             raise RowRejected(IMAGE_TOO_LARGE, f"{uri} is over max_image_bytes={self.max_image_bytes}")
-        image = load_rgb_image(data, max_pixels=self.max_image_pixels)
-        crop = self.image_processor.to_uint8(image)  # (S, S, 3) uint8
-        return np.ascontiguousarray(crop).tobytes()
+        image = load_rgb_image(data, max_pixels=self.max_image_pixels, decoding=self.image_decoding)
+        return encode_crop(self.image_processor.to_uint8(image), self.pixel_storage)
 
 
 def _quarantined(sample_id: str, source: str, row: int, reason: str, detail: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.benchmarks import BENCHMARKS, OWN_METRICS
+from sp_core.image_decoding import DEFAULT_DECODING
 from sp_core.image_processing import (
     DEFAULT_ASPECT,
     DEFAULT_RESIZE,
@@ -48,6 +49,7 @@ class EvaluateConfig:
     gpus_per_actor: float = 0.0
     image_aspect: str = DEFAULT_ASPECT  # as in training: pad (LLaVA-1.5) | square
     image_resize: str = DEFAULT_RESIZE  # as in training: torch | pil (see PreprocessConfig)
+    image_decoding: str = DEFAULT_DECODING  # as in training: llava | display (see PreprocessConfig)
     max_questions: int = 0  # evaluate the first N questions of each benchmark (0 = all): smoke runs
     max_new_tokens: int = 0  # cap on answer length; 0 = each benchmark's official setting (128 or 1024)
 
@@ -59,6 +61,12 @@ class EvaluateConfig:
     attention_maps: int = 3  # images whose DFI attention (paper Fig. 5) is plotted per DFI model; 0 = none
     # Where the embedded default looks for finetuned models: "" = $LLAVA_SP_HOME/train, where training writes them.
     train_storage: str = ""
+
+    @property
+    def image_options(self) -> dict[str, str]:
+        """How questions' images become pixels, as the model was trained."""
+        return {"image_aspect": self.image_aspect, "image_resize": self.image_resize,
+                "image_decoding": self.image_decoding}
 
     @property
     def output_root(self) -> Path:
@@ -92,7 +100,7 @@ class EvaluateConfig:
         for name in ("batch_size", "num_actors", "models_at_once"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} must be at least 1")
-        problems.extend(image_option_problems(self.image_aspect, self.image_resize))
+        problems.extend(image_option_problems(self.image_aspect, self.image_resize, self.image_decoding))
         if self.max_questions < 0 or self.attention_maps < 0 or self.max_new_tokens < 0:
             problems.append("max_questions, max_new_tokens and attention_maps must be >= 0")
         if problems:

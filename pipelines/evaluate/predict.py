@@ -24,7 +24,7 @@ from tqdm import tqdm
 from pipelines.benchmarks import EvalQuestion, answer_record
 from pipelines.evaluate.answer_provenance import AnswerProvenance, claim_answers
 from sp_core.conversation import IMAGE
-from sp_core.image_processing import ImageError, load_rgb_image
+from sp_core.image_decoding import ImageError, load_rgb_image
 from sp_core.inference import GenerationRequest, LlavaSPGenerator, SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -51,9 +51,10 @@ class PredictionSummary:
 class LlavaSPPredictor:
     """A Ray Data callable class: load the model once per actor, answer a batch of questions per call."""
 
-    def __init__(self, model_dir: str, image_root: str, image_aspect: str, image_resize: str):
+    def __init__(self, model_dir: str, image_root: str, image_aspect: str, image_resize: str, image_decoding: str):
         self.generator = LlavaSPGenerator.from_pretrained(model_dir, aspect=image_aspect, resize=image_resize)
         self.image_root = Path(image_root)
+        self.image_decoding = image_decoding
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         requests, keys, errors, asked = [], [], [], []
@@ -75,18 +76,18 @@ class LlavaSPPredictor:
         image_bytes, image_path = batch["image_bytes"][row], batch["image"][row]
         images = []
         if image_bytes is not None and len(image_bytes):
-            images = [load_rgb_image(bytes(image_bytes))]
+            images = [load_rgb_image(bytes(image_bytes), decoding=self.image_decoding)]
         elif image_path:
-            images = [load_rgb_image(self.image_root / str(image_path))]
+            images = [load_rgb_image(self.image_root / str(image_path), decoding=self.image_decoding)]
         turn = f"{IMAGE}\n{prompt}" if images else prompt
         return GenerationRequest([turn], images, SamplingParams(max_new_tokens=int(batch["max_new_tokens"][row])))
 
 
 def predict(questions: list[EvalQuestion], model_dir: str, model_id: str, image_root: Path, out_dir: Path,
             batch_size: int, num_actors: int, cpus_per_actor: float, gpus_per_actor: float,
-            image_aspect: str, image_resize: str, provenance: AnswerProvenance) -> PredictionSummary:
+            image_options: dict[str, str], provenance: AnswerProvenance) -> PredictionSummary:
     """Answer every question not yet in out_dir/answers.jsonl (answers made by `provenance`'s inputs only);
-    returns counts."""
+    returns counts. image_options: image_aspect, image_resize and image_decoding, as the model was trained."""
     out_dir.mkdir(parents=True, exist_ok=True)
     answers_path, errors_path = out_dir / ANSWERS_FILE, out_dir / ERRORS_FILE
     resumed = claim_answers(answers_path, provenance)
@@ -101,8 +102,7 @@ def predict(questions: list[EvalQuestion], model_dir: str, model_id: str, image_
     dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // batch_size, 64)))
     answered = dataset.map_batches(
         LlavaSPPredictor,
-        fn_constructor_kwargs={"model_dir": model_dir, "image_root": str(image_root), "image_aspect": image_aspect,
-                               "image_resize": image_resize},
+        fn_constructor_kwargs={"model_dir": model_dir, "image_root": str(image_root), **image_options},
         batch_size=batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=num_actors),

@@ -35,7 +35,7 @@ from pipelines.evaluate.predict import PredictionSummary, predict, read_answers
 from pipelines.model_source import resolve_model_dir
 from pipelines.runtime import init_ray
 from pipelines.train.run_identity import read_record
-from sp_core.image_processing import load_rgb_image
+from sp_core.image_decoding import load_rgb_image
 from sp_core.inference import LlavaSPGenerator
 
 logger = logging.getLogger(__name__)
@@ -155,12 +155,11 @@ def _evaluate_benchmark(name: str, benchmark_files: BenchmarkFiles, model: EvalM
     provenance = AnswerProvenance(
         model_sha256=model_sha256, questions_sha256=file_digest(questions_path),
         images=str(Path(benchmark_files.images).resolve()),
-        generation={"max_new_tokens": config.max_new_tokens, "image_aspect": config.image_aspect,
-                    "image_resize": config.image_resize},
+        generation={"max_new_tokens": config.max_new_tokens, **config.image_options},
         model_dir=str(model_dir), questions=str(questions_path))
     summary = predict(questions, str(model_dir), model.name, benchmark_files.images, out_dir, config.batch_size,
-                      config.num_actors, config.cpus_per_actor, config.gpus_per_actor, config.image_aspect,
-                      config.image_resize, provenance)
+                      config.num_actors, config.cpus_per_actor, config.gpus_per_actor, config.image_options,
+                      provenance)
     spec = next(spec for spec in config.benchmarks if spec.name == name)
     if spec.submission:
         submission = benchmark.write_submission(read_answers(summary.answers_path), questions_path, out_dir,
@@ -221,7 +220,7 @@ def _mlflow_metrics(benchmark: str, metrics: dict[str, Any]) -> list:
 
 def _log_attention_maps(model: EvalModel, model_dir: Path, files: dict[str, BenchmarkFiles],
                         config: EvaluateConfig, client: MlflowClient, run_id: str) -> None:
-    images = _first_images(files, config.attention_maps)
+    images = _first_images(files, config.attention_maps, config.image_decoding)
     generator = LlavaSPGenerator.from_pretrained(model_dir, aspect=config.image_aspect, resize=config.image_resize)
     maps = attention_maps(generator, [image for _, image in images])
     if maps is None:
@@ -234,7 +233,7 @@ def _log_attention_maps(model: EvalModel, model_dir: Path, files: dict[str, Benc
         client.log_artifact(run_id, str(path), "plots/attention")
 
 
-def _first_images(files: dict[str, BenchmarkFiles], count: int) -> list[tuple[str, Image.Image]]:
+def _first_images(files: dict[str, BenchmarkFiles], count: int, decoding: str) -> list[tuple[str, Image.Image]]:
     """The first `count` distinct question images, for the attention maps of every model."""
     found: list[tuple[str, Image.Image]] = []
     seen: set[str] = set()
@@ -245,5 +244,6 @@ def _first_images(files: dict[str, BenchmarkFiles], count: int) -> list[tuple[st
                 return found
             if question.image and question.image not in seen:
                 seen.add(question.image)
-                found.append((question.image, load_rgb_image(benchmark_files.images / question.image)))
+                path = benchmark_files.images / question.image
+                found.append((question.image, load_rgb_image(path, decoding=decoding)))
     return found

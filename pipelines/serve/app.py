@@ -360,7 +360,7 @@ class LlavaSPIngress:
         config = self.config
         return [decode_image_url(url, index, config.max_image_bytes, config.max_image_pixels,
                                  config.allow_remote_images, config.remote_image_timeout_s,
-                                 pad_to_square=config.image_aspect == "pad")
+                                 pad_to_square=config.image_aspect == "pad", decoding=config.image_decoding)
                 for index, url in enumerate(urls)]
 
     async def _parse(self, request: Request) -> ChatCall:

@@ -9,9 +9,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sp_core.image_decoding import DEFAULT_DECODING, DEFAULT_MAX_PIXELS
 from sp_core.image_processing import (
     DEFAULT_ASPECT,
-    DEFAULT_MAX_PIXELS,
     DEFAULT_RESIZE,
     image_option_problems,
 )
@@ -62,6 +62,7 @@ class ServeConfig:
     remote_image_timeout_s: float = 10.0
     image_aspect: str = DEFAULT_ASPECT  # as in training: pad (LLaVA-1.5) | square
     image_resize: str = DEFAULT_RESIZE  # as in training: torch | pil (see PreprocessConfig)
+    image_decoding: str = DEFAULT_DECODING  # as in training: llava | display (see PreprocessConfig)
 
     # Authentication: clients send "Authorization: Bearer <key>". The key comes from a file (e.g. a mounted
     # Kubernetes secret) or else from the environment variable named here; neither set = no key required.
@@ -89,7 +90,7 @@ class ServeConfig:
             problems.append(f"stream_interval_s={self.stream_interval_s} must be >= 0")
         if self.default_max_tokens > self.max_tokens_limit:
             problems.append(f"default_max_tokens={self.default_max_tokens} is over max_tokens_limit={self.max_tokens_limit}")
-        problems.extend(image_option_problems(self.image_aspect, self.image_resize))
+        problems.extend(image_option_problems(self.image_aspect, self.image_resize, self.image_decoding))
         if problems:
             raise ValueError("; ".join(problems))
 

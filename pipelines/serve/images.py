@@ -14,11 +14,17 @@ import httpx
 from PIL import Image
 
 from pipelines.serve.protocol import APIError, bad_request
-from sp_core.image_processing import ImageError, load_rgb_image
+from sp_core.image_decoding import (
+    DEFAULT_DECODING,
+    ImageDecoding,
+    ImageError,
+    load_rgb_image,
+)
 
 
 def decode_image_url(url: str, index: int, max_bytes: int, max_pixels: int, allow_remote: bool,
-                     timeout_s: float = 10.0, pad_to_square: bool = False) -> Image.Image:
+                     timeout_s: float = 10.0, pad_to_square: bool = False,
+                     decoding: ImageDecoding = DEFAULT_DECODING) -> Image.Image:
     """The image of the request's `index`-th image part. With pad_to_square (LLaVA-1.5's "pad" preprocessing) the
     pixel limit also holds for the square canvas the image is padded onto: a 1 x 9500 image costs 9500 x 9500."""
     where = f"image {index}"
@@ -34,7 +40,7 @@ def decode_image_url(url: str, index: int, max_bytes: int, max_pixels: int, allo
         raise bad_request(f"{where}: image_url must be a data: URL (or http(s) when enabled), got {url[:40]!r}",
                           "invalid_image_url", "messages")
     try:
-        image = load_rgb_image(data, max_pixels=max_pixels)
+        image = load_rgb_image(data, max_pixels=max_pixels, decoding=decoding)
     except ImageError as error:
         raise bad_request(f"{where}: {error.reason}: {error}", error.reason, "messages") from error
     side = max(image.size)

@@ -17,7 +17,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-TRAINING_COLUMNS = ["id", "input_ids", "labels", "pixel_values", "has_image", "image_size", "length"]
+from pipelines.data.pixel_storage import decode_crop
+
+TRAINING_COLUMNS = ["id", "input_ids", "labels", "pixel_values", "pixel_encoding", "has_image", "image_size", "length"]
 
 
 def shard_files(dataset_dir: str | Path) -> list[Path]:
@@ -65,7 +67,8 @@ def _row_group_starts(path: str) -> np.ndarray:
 
 
 class ShardRowReader:
-    """Ray Data batch function: a batch of (position, file, row_in_file) -> those shard rows, in the same order."""
+    """Ray Data batch function: a batch of (position, file, row_in_file) -> those shard rows, in the same order, with
+    each crop's pixel_values as its plain (S, S, 3) bytes whatever encoding the shard stores."""
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         files = np.asarray(batch.column("file").to_pylist())
@@ -83,4 +86,16 @@ class ShardRowReader:
             local = [base_of[int(g)] + int(r - starts[g]) for g, r in zip(group_of, wanted)]
             pieces.append(table.take(pa.array(local)).append_column(
                 "position", batch.column("position").take(pa.array(selected))))
-        return pa.concat_tables(pieces).sort_by("position")
+        return _with_plain_pixels(pa.concat_tables(pieces).sort_by("position"))
+
+
+def _with_plain_pixels(rows: pa.Table) -> pa.Table:
+    encodings = rows.column("pixel_encoding").to_pylist()
+    if all(encoding in (None, "raw") for encoding in encodings):
+        return rows
+    sizes = rows.column("image_size").to_pylist()
+    plain = [None if data is None else decode_crop(data, encoding, size)
+             for data, encoding, size in zip(rows.column("pixel_values").to_pylist(), encodings, sizes)]
+    rows = rows.set_column(rows.schema.get_field_index("pixel_values"), "pixel_values", pa.array(plain, pa.binary()))
+    return rows.set_column(rows.schema.get_field_index("pixel_encoding"), "pixel_encoding",
+                           pa.array([None if data is None else "raw" for data in plain], pa.string()))

@@ -17,6 +17,7 @@ from pipelines.evaluate.predict import predict, read_answers
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
+IMAGE_OPTIONS = {"image_aspect": "pad", "image_resize": "pil", "image_decoding": "llava"}  # the defaults
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +90,8 @@ def test_a_rerun_asks_only_the_missing_questions(first_run):
     for question in questions:
         question.max_new_tokens = 4
     summary = predict(questions, str(embedded_model_dir("cropping")), "crop", embedded_dataset().root, out_dir,
-                      batch_size=8, num_actors=1, cpus_per_actor=1.0, gpus_per_actor=0.0, image_aspect="pad",
-                      image_resize="torch", provenance=read_provenance(out_dir))  # the first run's inputs
+                      batch_size=8, num_actors=1, cpus_per_actor=1.0, gpus_per_actor=0.0,
+                      image_options=IMAGE_OPTIONS, provenance=read_provenance(out_dir))  # the first run's inputs
     assert (summary.answered_before, summary.answered_now, summary.errors) == (3, 3, 0)
     assert summary.resumed.startswith(f"resuming 3 answers from {answers_path} (same model sha256 ")
     after = read_answers(answers_path)
@@ -111,10 +112,10 @@ def test_a_question_whose_image_is_missing_is_counted_and_retried(first_run, tmp
     for question in questions:
         question.max_new_tokens = 2
     provenance = AnswerProvenance(directory_digest(embedded_model_dir("cropping")), file_digest(questions_path),
-                                  str(dataset.root), {"image_aspect": "pad", "image_resize": "torch"})
+                                  str(dataset.root), IMAGE_OPTIONS)
     summary = predict(questions, str(embedded_model_dir("cropping")), "crop", dataset.root, tmp_path / "out",
-                      batch_size=8, num_actors=1, cpus_per_actor=1.0, gpus_per_actor=0.0, image_aspect="pad",
-                      image_resize="torch", provenance=provenance)
+                      batch_size=8, num_actors=1, cpus_per_actor=1.0, gpus_per_actor=0.0,
+                      image_options=IMAGE_OPTIONS, provenance=provenance)
     assert (summary.answered_now, summary.errors) == (2, 1)
     errors = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
     assert len(errors) == 1 and "not-there.png" in errors[0]["reason"]
@@ -178,11 +179,13 @@ def test_your_own_question_file_goes_through_evaluation_into_the_mlflow_comparis
 def test_bad_evaluate_options_fail_before_any_work():
     with pytest.raises(ConfigError) as error:
         load_config(EvaluateConfig, None, ["benchmarks=[{name: vqa9}, {name: pope}]", "batch_size=0",
-                                           "image_aspect=crop", "image_resize=cv2"])
+                                           "image_aspect=crop", "image_resize=cv2",
+                                           "image_decoding=viewer"])
     message = str(error.value)
     assert "benchmark 'vqa9' is unknown" in message and "benchmark pope: questions= is required" in message
     assert "batch_size=0 must be at least 1" in message
     assert "image_aspect='crop'; allowed: pad, square" in message and "image_resize='cv2'; allowed: torch, pil" in message
+    assert "image_decoding='viewer'; allowed: llava, display" in message
     assert EvaluateConfig(benchmarks=[EvalBenchmark(name="pope", questions="q.jsonl")]).benchmarks[0].name == "pope"
 
 

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from jobs.preprocess import run
+from pipelines.data.pixel_storage import decode_crop
 from pipelines.data.preprocess import PreprocessConfig, PreprocessResult
 from sp_core.image_processing import LlavaSPImageProcessor
 
@@ -126,10 +127,12 @@ def test_shard_rows_hold_expanded_tokens_and_the_uint8_crop(first_run, tiny_mode
     learned = [token for token, label in zip(red["input_ids"], red["labels"]) if label != -100]
     assert tokenizer.decode(learned) == " red</s>"
     expected_crop = LlavaSPImageProcessor.from_pretrained_dir(tiny_model_dir).to_uint8(Image.new("RGB", SMALL, (255, 0, 0)))
-    crop = np.frombuffer(red["pixel_values"], dtype=np.uint8).reshape(336, 336, 3)
+    assert red["pixel_encoding"] == "webp"  # the default: lossless
+    crop = np.frombuffer(decode_crop(red["pixel_values"], "webp", 336), dtype=np.uint8).reshape(336, 336, 3)
     assert np.array_equal(crop, expected_crop)
     text = rows["good-text"]
-    assert text["pixel_values"] is None and not text["has_image"] and text["n_image_tokens"] == 0
+    assert text["pixel_values"] is None and text["pixel_encoding"] is None
+    assert not text["has_image"] and text["n_image_tokens"] == 0
     assert text["modality_length"] == -text["length"] and image_id not in text["input_ids"]
 
 
@@ -190,3 +193,64 @@ def test_image_root_may_be_a_uri(ray_session, llava_data, tiny_model_dir, tmp_pa
     result = run(_config(llava_data, tiny_model_dir, tmp_path / "out", image_root=f"file://{llava_data / 'images'}",
                          data=[f"file://{llava_data / 'data.json'}"], rows_per_chunk=1000))
     assert result.written == 3 and result.read == 20
+
+
+def _one_chunk_config(root: Path, tiny_model_dir, **overrides) -> PreprocessConfig:
+    options = dict(data=[str(root / "data.json")], image_root=str(root / "images"), model=str(tiny_model_dir),
+                   output_dir=str(root / "out"), model_max_length=MAX_LENGTH, rows_per_chunk=3, blocks_per_chunk=1)
+    return PreprocessConfig(**{**options, **overrides})
+
+
+def _crop_colours(result: PreprocessResult) -> dict[str, tuple[int, ...]]:
+    """id -> the colour at the centre of its stored crop."""
+    return {row["id"]: tuple(np.frombuffer(decode_crop(row["pixel_values"], row["pixel_encoding"], 336), np.uint8)
+                             .reshape(336, 336, 3)[168, 168])
+            for row in pq.read_table(result.shards_dir).to_pylist() if row["has_image"]}
+
+
+def test_an_image_that_appears_or_changes_makes_its_chunk_be_redone(ray_session, tiny_model_dir, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "a.png").write_bytes(_png((255, 0, 0)))
+    (images / "b.png").write_bytes(_png((0, 0, 255)))
+    rows = [{"id": name, "image": f"{name}.png", "conversations": _qa()} for name in ("a", "b", "late")]
+    rows.append({"id": "text", "conversations": _qa(image=False)})  # chunk 1 (3 rows per chunk), no image at all
+    (tmp_path / "data.json").write_text(json.dumps(rows))
+    config = _one_chunk_config(tmp_path, tiny_model_dir)
+
+    first = run(config)
+    assert first.quarantined == {"image_missing": 1} and first.written == 3
+
+    (images / "late.png").write_bytes(_png((0, 255, 0)))  # the user fixes the missing image
+    fixed = run(config)
+    assert (fixed.written, fixed.quarantined, fixed.chunks_redone, fixed.chunks_reused) == (4, {}, 1, 1)
+    assert fixed.image_changes == {"appeared": 1}
+    assert "built (1 chunks redone (1 images appeared), 1 chunks reused)" in fixed.summary()
+    assert _crop_colours(fixed)["late"] == (0, 255, 0)
+    assert not pq.read_table(fixed.quarantine_dir).num_rows
+
+    assert run(config).state() == "reused (images unchanged)"
+
+    (images / "a.png").write_bytes(_png((10, 20, 30), size=(41, 30)))  # replaced by another picture
+    changed = run(config)
+    assert changed.image_changes == {"changed": 1} and _crop_colours(changed)["a"] == (10, 20, 30)
+    (images / "b.png").unlink()
+    vanished = run(config)
+    assert vanished.image_changes == {"vanished": 1} and vanished.quarantined == {"image_missing": 1}
+
+    rebuilt = run(replace(config, rebuild=True))
+    assert rebuilt.state() == "rebuilt (rebuild=true)" and rebuilt.chunks_reused == 0
+    assert (rebuilt.written, rebuilt.quarantined) == (vanished.written, vanished.quarantined)
+
+
+def test_content_identity_ignores_a_rewrite_with_the_same_bytes(ray_session, tiny_model_dir, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "a.png").write_bytes(_png((255, 0, 0)))
+    (tmp_path / "data.json").write_text(json.dumps([{"id": "a", "image": "a.png", "conversations": _qa()}]))
+    by_content = _one_chunk_config(tmp_path, tiny_model_dir, image_identity="content")
+    by_stat = _one_chunk_config(tmp_path, tiny_model_dir, output_dir=str(tmp_path / "by_stat"))
+    assert not run(by_content).reused and not run(by_stat).reused
+    os.utime(images / "a.png", ns=(1, 1))  # the same bytes, another modification time
+    assert run(by_content).reused
+    assert run(by_stat).image_changes == {"changed": 1}

@@ -116,7 +116,7 @@ def test_the_finetuned_model_is_evaluated_from_its_mlflow_run_through_the_ray_pa
     from pipelines.defaults import embedded_dataset
     from pipelines.evaluate.config import EvalModel, EvaluateConfig
     from pipelines.evaluate.run import evaluate
-    from sp_core.image_processing import load_rgb_image
+    from sp_core.image_decoding import load_rgb_image
     from sp_core.inference import GenerationRequest, LlavaSPGenerator, SamplingParams
 
     result = evaluate(EvaluateConfig(models=[EvalModel(name="trained", source=f"mlflow:{stage2.run_id}")],

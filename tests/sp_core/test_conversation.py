@@ -107,3 +107,43 @@ def test_inference_prompts():
 def test_unknown_template_names_the_allowed_ones():
     with pytest.raises(ValueError, match="allowed: plain, vicuna_v1"):
         get_template("llava_v0")
+
+
+def _official_vicuna_v1_prompt(turns: list[dict]) -> str:
+    """LLaVA's preprocess_multimodal + conv_vicuna_v1.get_prompt (SeparatorStyle.TWO), restated: only a turn that
+    holds <image> is stripped; every other value goes in as it is."""
+    messages = []
+    for turn in turns:
+        value = turn["value"]
+        if "<image>" in value:
+            value = ("<image>\n" + value.replace("<image>", "").strip()).strip()
+        messages.append(value)
+    prompt = SYSTEM + " "
+    for index, message in enumerate(messages):
+        prompt += ("USER", "ASSISTANT")[index % 2] + ": " + message + (" ", "</s>")[index % 2]
+    return prompt
+
+
+SPACED_ROUNDS = [
+    {"from": "human", "value": "  <image>\n What colour is the circle?  "},
+    {"from": "gpt", "value": " Red. "},
+    {"from": "human", "value": "How many shapes?\n"},
+    {"from": "gpt", "value": "two\n\n"},
+]
+
+
+def test_whitespace_outside_the_image_turn_is_kept_as_the_official_code_keeps_it(tiny_tokenizer):
+    result = tokenize_conversation(SPACED_ROUNDS, tiny_tokenizer, VICUNA_V1, True, 1, 2048)
+    assert result.prompt == _official_vicuna_v1_prompt(SPACED_ROUNDS)
+    assert "ASSISTANT:  Red. </s>" in result.prompt and "ASSISTANT: two\n\n</s>" in result.prompt
+    assert result.input_ids == tiny_tokenizer(result.prompt).input_ids  # one image token: no expansion
+    stripped = tokenize_conversation(SPACED_ROUNDS, tiny_tokenizer, VICUNA_V1, True, 1, 2048, strip_turns=True)
+    assert "ASSISTANT: Red.</s>USER: How many shapes? ASSISTANT: two</s>" in stripped.prompt
+    assert stripped.input_ids != result.input_ids
+
+
+def test_a_bare_image_turn_is_just_the_image_token(tiny_tokenizer):
+    turns = [{"from": "human", "value": " <image> "}, {"from": "gpt", "value": "a circle"}]
+    result = tokenize_conversation(turns, tiny_tokenizer, VICUNA_V1, True, 1, 2048)
+    assert result.prompt == _official_vicuna_v1_prompt(turns)
+    assert "USER: <image> ASSISTANT:" in result.prompt
