@@ -6,6 +6,8 @@
     ray job submit --working-dir . --runtime-env infra/runtime_env.yaml -- python jobs/evaluate.py --config infra/configs/evaluate-paper.yaml
 
     python jobs/evaluate.py 'benchmarks=[{name: kitchen, metric: exact, questions: kitchen.jsonl}]'  # your own file
+    python jobs/evaluate.py deploy=true                       # through the project's Serve app, deployed for the run
+    python jobs/evaluate.py 'models=[{name: llava-1.5, endpoint: "http://host:8000/v1", served_model: llava-hf/llava-1.5-7b-hf, api_key_env: KEY}]'
 
     python jobs/evaluate.py score --benchmark pope --questions llava_pope_test.jsonl --answers answers.jsonl \
         --annotations pope/coco                               # score an answer file made anywhere; prints JSON

@@ -22,6 +22,15 @@ class EvalModel:
     # "" = the embedded default: the most recently finished finetune run of <variant> under train_storage, else the untrained tiny one.
     source: str = ""
     variant: str = "cropping"  # embedded default only
+    # Or answers from an OpenAI-compatible endpoint (the base URL, ending in /v1) instead of a local model:
+    endpoint: str = ""
+    served_model: str = ""  # the model's name on the endpoint; "" = name
+    api_key_file: str = ""  # the endpoint's key, from a file (a mounted secret) ...
+    api_key_env: str = ""  # ... or from this environment variable; neither = no key
+
+    @property
+    def served_name(self) -> str:
+        return self.served_model or self.name
 
 
 @dataclass
@@ -50,6 +59,14 @@ class EvaluateConfig:
     image_aspect: str = DEFAULT_ASPECT  # as in training: pad (LLaVA-1.5) | square
     image_resize: str = DEFAULT_RESIZE  # as in training: torch | pil (see PreprocessConfig)
     image_decoding: str = DEFAULT_DECODING  # as in training: llava | display (see PreprocessConfig)
+    # Deploy the local models with the project's Serve app (num_actors replicas of cpus/gpus_per_actor each) for the
+    # evaluation, ask them through its HTTP endpoint on 127.0.0.1:serve_port, and remove the app at the end.
+    deploy: bool = False
+    serve_port: int = 8000
+    # Endpoints: questions in flight per model, retries of a failed request (429, 5xx, lost connection), timeout
+    endpoint_concurrency: int = 16
+    endpoint_retries: int = 5
+    endpoint_timeout_s: float = 600.0
     max_questions: int = 0  # evaluate the first N questions of each benchmark (0 = all): smoke runs
     max_new_tokens: int = 0  # cap on answer length; 0 = each benchmark's official setting (128 or 1024)
 
@@ -97,7 +114,16 @@ class EvaluateConfig:
         benchmark_names = [benchmark.name for benchmark in self.benchmarks]
         if len(set(benchmark_names)) != len(benchmark_names):
             problems.append(f"each benchmark once per run, got {benchmark_names}")
-        for name in ("batch_size", "num_actors", "models_at_once"):
+        for model in self.models:
+            if model.endpoint and not model.endpoint.startswith(("http://", "https://")):
+                problems.append(f"model {model.name}: endpoint={model.endpoint!r} must be an http(s) URL")
+            if model.endpoint and model.source:
+                problems.append(f"model {model.name}: give source= (a local model) or endpoint=, not both")
+            if model.api_key_file and model.api_key_env:
+                problems.append(f"model {model.name}: give api_key_file= or api_key_env=, not both")
+        if self.endpoint_retries < 0:
+            problems.append(f"endpoint_retries={self.endpoint_retries} must be >= 0")
+        for name in ("batch_size", "num_actors", "models_at_once", "endpoint_concurrency"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} must be at least 1")
         problems.extend(image_option_problems(self.image_aspect, self.image_resize, self.image_decoding))

@@ -11,7 +11,10 @@ import json
 import logging
 import os
 import time
+import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +34,14 @@ from pipelines.evaluate.answer_provenance import (
 )
 from pipelines.evaluate.attention import attention_maps, plot_attention
 from pipelines.evaluate.config import EvalBenchmark, EvalModel, EvaluateConfig
-from pipelines.evaluate.predict import PredictionSummary, predict, read_answers
+from pipelines.evaluate.endpoint import Endpoint, api_key, check_endpoint
+from pipelines.evaluate.predict import (
+    ActorPool,
+    PredictionSummary,
+    ThroughEndpoint,
+    predict,
+    read_answers,
+)
 from pipelines.model_source import resolve_model_dir
 from pipelines.runtime import init_ray
 from pipelines.train.run_identity import read_record
@@ -64,14 +74,36 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
     # The actors of the models answering at once, plus Ray Data's own read tasks.
     needed = min(config.models_at_once, len(config.models)) * config.num_actors * config.cpus_per_actor + 1
     init_ray(num_cpus=max(os.cpu_count() or 1, int(needed + 0.999)), writes={"output_dir": config.output_dir})
+    files = {spec.name: _benchmark_files(spec) for spec in config.benchmarks}
+    external = {model.name: _external_endpoint(model, config) for model in config.models if model.endpoint}
+    for name, endpoint in external.items():  # a wrong key or model fails here, before any run or question
+        check_endpoint(endpoint, f"model {name}")
+    uri = tracking.tracking_uri()
+    local = {model.name: _local_model_dir(model, config, uri) for model in config.models if not model.endpoint}
+    with deployed(local, config) as served:
+        sources = {**{name: Answerer(model_dir, served.get(name)) for name, model_dir in local.items()},
+                   **{name: Answerer(None, endpoint) for name, endpoint in external.items()}}
+        return _evaluate_all(config, files, sources)
+
+
+@dataclass
+class Answerer:
+    """Who answers for a model: its weights (model_dir, when local), through an endpoint or through actors."""
+
+    model_dir: Path | None
+    endpoint: Endpoint | None
+
+
+def _evaluate_all(config: EvaluateConfig, files: dict[str, BenchmarkFiles],
+                  sources: dict[str, Answerer]) -> EvaluationResult:
     uri, parent = tracking.start_run(config.experiment, config.run_name, tags={"kind": "evaluate"})
     tracking.log_params(uri, parent, flatten(asdict(config)))
     client = MlflowClient(uri)
-    files = {spec.name: _benchmark_files(spec) for spec in config.benchmarks}
     result = EvaluationResult({}, parent, {}, uri, "", None)
     try:
         with ThreadPoolExecutor(max_workers=config.models_at_once, thread_name_prefix="evaluate") as pool:
-            outcomes = list(pool.map(lambda model: _evaluate_model(model, config, files, uri, parent), config.models))
+            outcomes = list(pool.map(lambda model: _evaluate_model(model, sources[model.name], config, files, uri,
+                                                                   parent), config.models))
         for model, outcome in zip(config.models, outcomes, strict=True):
             result.model_run_ids[model.name] = outcome.run_id
             result.scores[model.name] = outcome.scores
@@ -99,24 +131,72 @@ class ModelOutcome:
     predictions: dict[str, PredictionSummary]  # benchmark -> answer counts and file
 
 
-def _evaluate_model(model: EvalModel, config: EvaluateConfig, files: dict[str, BenchmarkFiles], uri: str,
-                    parent: str) -> ModelOutcome:
-    model_dir = resolve_model_dir(model.source, model.variant, f"model {model.name}",
-                                  trained_in=config.train_storage or home() / "train", tracking_uri=uri)
-    training_run = _training_run_of(model.source, model_dir, uri)
+def _external_endpoint(model: EvalModel, config: EvaluateConfig) -> Endpoint:
+    key = api_key(model.api_key_file, model.api_key_env, f"model {model.name}")
+    return Endpoint(model.endpoint.rstrip("/"), model.served_name, key, config.endpoint_retries,
+                    config.endpoint_timeout_s)
+
+
+def _local_model_dir(model: EvalModel, config: EvaluateConfig, uri: str) -> Path:
+    return resolve_model_dir(model.source, model.variant, f"model {model.name}",
+                             trained_in=config.train_storage or home() / "train", tracking_uri=uri)
+
+
+@contextmanager
+def deployed(model_dirs: dict[str, Path], config: EvaluateConfig) -> Iterator[dict[str, Endpoint]]:
+    """With deploy=true: the local models served by the project's Serve app for the duration; name -> endpoint."""
+    if not config.deploy or not model_dirs:
+        yield {}
+        return
+    from ray import serve
+
+    from pipelines.serve.config import ModelSpec, ServeConfig
+    from pipelines.serve.job import deploy
+
+    serve_config = ServeConfig(
+        # float32 as the actor path's generators, so that greedy answers agree token for token
+        models=[ModelSpec(name=name, source=str(model_dir), num_replicas=config.num_actors, dtype="float32",
+                          cpus_per_replica=config.cpus_per_actor, gpus_per_replica=config.gpus_per_actor)
+                for name, model_dir in model_dirs.items()],
+        port=config.serve_port, app_name=f"llava-sp-evaluate-{uuid.uuid4().hex[:8]}", max_batch_size=config.batch_size,
+        max_waiting=max(64, config.endpoint_concurrency * len(model_dirs)), api_key_env="", **config.image_options)
+    url = deploy(serve_config)
+    logger.info("deployed %s as Serve app %s at %s", ", ".join(model_dirs), serve_config.app_name, url)
+    try:
+        endpoints = {name: Endpoint(f"{url}/v1", name, "", config.endpoint_retries, config.endpoint_timeout_s)
+                     for name in model_dirs}
+        for name, endpoint in endpoints.items():
+            check_endpoint(endpoint, f"model {name}")
+        yield endpoints
+    finally:
+        serve.delete(serve_config.app_name)
+        if not serve.status().applications:  # Serve ran for this app alone: its HTTP proxy goes too
+            serve.shutdown()
+        logger.info("removed Serve app %s", serve_config.app_name)
+
+
+def _evaluate_model(model: EvalModel, answerer: Answerer, config: EvaluateConfig, files: dict[str, BenchmarkFiles],
+                    uri: str, parent: str) -> ModelOutcome:
+    model_dir = answerer.model_dir
+    training_run = _training_run_of(model.source, model_dir, uri) if model_dir is not None else None
     tags = {"mlflow.parentRunId": parent, "kind": "evaluate", "model": model.name}
     if training_run:
         tags["training_run_id"] = training_run
     _, run_id = tracking.start_run(config.experiment, f"{config.run_name}-{model.name}", tags=tags)
     client = MlflowClient(uri)
-    model_sha256 = directory_digest(model_dir)  # the weights' identity, which resumed answers must share
-    tracking.log_params(uri, run_id, {"model.name": model.name, "model.source": model.source or "(embedded)",
-                                      "model.dir": str(model_dir), "model.sha256": model_sha256,
-                                      "benchmarks": ",".join(files)})
+    if model_dir is not None:
+        identity = directory_digest(model_dir)  # the weights' identity, which resumed answers must share
+    else:  # an endpoint's weights are out of sight: its URL and model name stand for them
+        identity = f"endpoint {answerer.endpoint.base_url} model {answerer.endpoint.model}"
+    params = {"model.name": model.name, "model.source": model.source or model.endpoint or "(embedded)",
+              "model.dir": str(model_dir or ""), "model.sha256": identity, "benchmarks": ",".join(files)}
+    if answerer.endpoint is not None:
+        params.update({"model.endpoint": answerer.endpoint.base_url, "model.served_model": answerer.endpoint.model})
+    tracking.log_params(uri, run_id, params)
     scores, summaries = {}, {}
     try:
         for name, benchmark_files in files.items():
-            scores[name], summaries[name] = _evaluate_benchmark(name, benchmark_files, model, model_dir, model_sha256,
+            scores[name], summaries[name] = _evaluate_benchmark(name, benchmark_files, model, answerer, identity,
                                                                 config, client, run_id)
         header, rows = report.headline_rows({model.name: scores})
         client.log_text(run_id, report.markdown(header, rows), "scores.md")
@@ -124,7 +204,7 @@ def _evaluate_model(model: EvalModel, config: EvaluateConfig, files: dict[str, B
             # The scores also on the run that trained the model: the runs table then sorts training runs by them.
             client.log_batch(training_run, metrics=[metric for name, values in scores.items()
                                                     for metric in _mlflow_metrics(name, values)])
-        if config.attention_maps:
+        if config.attention_maps and model_dir is not None:
             _log_attention_maps(model, model_dir, files, config, client, run_id)
     except BaseException:
         client.set_terminated(run_id, status="FAILED")
@@ -142,7 +222,7 @@ def _training_run_of(source: str, model_dir: Path, uri: str) -> str | None:
     return record.mlflow_run_id if record is not None and record.tracking_uri == uri else None
 
 
-def _evaluate_benchmark(name: str, benchmark_files: BenchmarkFiles, model: EvalModel, model_dir: Path,
+def _evaluate_benchmark(name: str, benchmark_files: BenchmarkFiles, model: EvalModel, answerer: Answerer,
                         model_sha256: str, config: EvaluateConfig, client: MlflowClient,
                         run_id: str) -> tuple[dict[str, float], PredictionSummary]:
     benchmark = benchmark_files.benchmark
@@ -155,11 +235,15 @@ def _evaluate_benchmark(name: str, benchmark_files: BenchmarkFiles, model: EvalM
     provenance = AnswerProvenance(
         model_sha256=model_sha256, questions_sha256=file_digest(questions_path),
         images=str(Path(benchmark_files.images).resolve()),
-        generation={"max_new_tokens": config.max_new_tokens, **config.image_options},
-        model_dir=str(model_dir), questions=str(questions_path))
-    summary = predict(questions, str(model_dir), model.name, benchmark_files.images, out_dir, config.batch_size,
-                      config.num_actors, config.cpus_per_actor, config.gpus_per_actor, config.image_options,
-                      provenance)
+        generation={"max_new_tokens": config.max_new_tokens, **config.image_options,
+                    "answered_by": "actors" if answerer.endpoint is None else "endpoint"},
+        model_dir=str(answerer.model_dir or answerer.endpoint.base_url), questions=str(questions_path))
+    if answerer.endpoint is not None:
+        how: ActorPool | ThroughEndpoint = ThroughEndpoint(answerer.endpoint, config.endpoint_concurrency)
+    else:
+        how = ActorPool(str(answerer.model_dir), config.batch_size, config.num_actors, config.cpus_per_actor,
+                        config.gpus_per_actor, config.image_options)
+    summary = predict(questions, how, model.name, benchmark_files.images, out_dir, provenance)
     spec = next(spec for spec in config.benchmarks if spec.name == name)
     if spec.submission:
         submission = benchmark.write_submission(read_answers(summary.answers_path), questions_path, out_dir,
@@ -172,6 +256,8 @@ def _evaluate_benchmark(name: str, benchmark_files: BenchmarkFiles, model: EvalM
     else:
         metrics = benchmark.evaluate(read_answers(summary.answers_path), questions_path, benchmark_files.annotations)
     metrics = {**metrics, "eval_errors": summary.errors}
+    if answerer.endpoint is not None:
+        metrics["eval_retries"] = summary.retries
     logger.info("%s on %s: %s", model.name, name, json.dumps(metrics))
     client.log_batch(run_id, metrics=_mlflow_metrics(name, metrics))
     (out_dir / "scores.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
