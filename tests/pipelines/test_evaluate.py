@@ -10,14 +10,26 @@ import torch
 from mlflow import MlflowClient
 
 from pipelines.config import ConfigError, load_config
-from pipelines.evaluate.answer_provenance import AnswerProvenance, directory_digest, file_digest, read_provenance
+from pipelines.evaluate.answer_provenance import (
+    AnswerProvenance,
+    directory_digest,
+    file_digest,
+    read_provenance,
+)
 from pipelines.evaluate.config import EvalBenchmark, EvalModel, EvaluateConfig
-from pipelines.evaluate.predict import predict, read_answers
+from pipelines.evaluate.predict import ActorPool, predict, read_answers
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE_OPTIONS = {"image_aspect": "pad", "image_resize": "pil", "image_decoding": "llava"}  # the defaults
+
+
+def _actors() -> ActorPool:
+    from pipelines.defaults import embedded_model_dir
+
+    return ActorPool(str(embedded_model_dir("cropping")), batch_size=8, num_actors=1, cpus_per_actor=1.0,
+                     gpus_per_actor=0.0, image_options=IMAGE_OPTIONS)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +89,7 @@ def test_models_evaluated_side_by_side_give_the_same_answers_in_the_configured_o
 
 def test_a_rerun_asks_only_the_missing_questions(first_run):
     from pipelines.benchmarks import get_benchmark
-    from pipelines.defaults import embedded_dataset, embedded_model_dir
+    from pipelines.defaults import embedded_dataset
 
     config, _ = first_run
     out_dir = Path(config.output_dir) / "crop" / "synthetic"
@@ -89,9 +101,8 @@ def test_a_rerun_asks_only_the_missing_questions(first_run):
     questions = get_benchmark("synthetic").load_questions(out_dir / "questions-first6.jsonl")
     for question in questions:
         question.max_new_tokens = 4
-    summary = predict(questions, str(embedded_model_dir("cropping")), "crop", embedded_dataset().root, out_dir,
-                      batch_size=8, num_actors=1, cpus_per_actor=1.0, gpus_per_actor=0.0,
-                      image_options=IMAGE_OPTIONS, provenance=read_provenance(out_dir))  # the first run's inputs
+    summary = predict(questions, _actors(), "crop", embedded_dataset().root, out_dir,
+                      provenance=read_provenance(out_dir))  # the first run's inputs
     assert (summary.answered_before, summary.answered_now, summary.errors) == (3, 3, 0)
     assert summary.resumed.startswith(f"resuming 3 answers from {answers_path} (same model sha256 ")
     after = read_answers(answers_path)
@@ -113,9 +124,7 @@ def test_a_question_whose_image_is_missing_is_counted_and_retried(first_run, tmp
         question.max_new_tokens = 2
     provenance = AnswerProvenance(directory_digest(embedded_model_dir("cropping")), file_digest(questions_path),
                                   str(dataset.root), IMAGE_OPTIONS)
-    summary = predict(questions, str(embedded_model_dir("cropping")), "crop", dataset.root, tmp_path / "out",
-                      batch_size=8, num_actors=1, cpus_per_actor=1.0, gpus_per_actor=0.0,
-                      image_options=IMAGE_OPTIONS, provenance=provenance)
+    summary = predict(questions, _actors(), "crop", dataset.root, tmp_path / "out", provenance=provenance)
     assert (summary.answered_now, summary.errors) == (2, 1)
     errors = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
     assert len(errors) == 1 and "not-there.png" in errors[0]["reason"]
