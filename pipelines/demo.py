@@ -47,7 +47,7 @@ SIDE_BY_SIDE_CPUS = 0.5  # Ray CPUs of each evaluation actor and the Serve repli
 @dataclass
 class DemoConfig:
     variants: list[str] = field(default_factory=lambda: [name for name, _ in VARIANTS])  # subset of VARIANTS names
-    # What makes the tiny models read the image on 2 CPUs (README: what the demo's tiny models learn).
+    # What makes the tiny models read the image within the demo's budget (README: what the demo's tiny models learn).
     image_size: int = 112  # an 8 x 8 patch grid: at 336 px (24 x 24) the tiny models learn nothing in this budget
     sp_num_tokens: int = 4  # SP variants on the 8 x 8 grid (the paper's 6 needs the 24 x 24 one)
     sp_dfi_kernel: int = 4
@@ -65,9 +65,8 @@ class DemoConfig:
     full_finetune: bool = True  # False: LoRA as in the paper's script
     lora_r: int = 16  # the tiny LLM is 64 wide: the paper's r=128 would be wider than the model
     micro_batch_size: int = 8
-    # Each run on one Ray Train worker, the variants side by side: on 2 cores that trains ~2.4x more samples per
-    # second than 2-worker runs one after another (DeepSpeed's collectives cost more than these tiny steps), and the
-    # runs' start-ups (~30 s each) overlap. num_workers=2 parallel=false is the one-run-at-a-time layout.
+    # Each run on one Ray Train worker, the variants side by side: DeepSpeed's collectives cost more than these tiny
+    # steps, and the runs' start-ups overlap. num_workers=2 parallel=false is the one-run-at-a-time layout.
     num_workers: int = 1
     parallel: bool = True
     eval_questions: int = 0  # 0 = the whole synthetic test split
@@ -132,8 +131,8 @@ def run_demo(config: DemoConfig) -> DemoResult:
     sources = {name: f"mlflow:{stage2.run_id}" for name, (_, stage2) in trained.items()}
     registered = _register(trained, base.tracking_uri) if config.register_models else {}
     # Serving and evaluation side by side, all models at once: each spends most of its time starting processes and
-    # loading models, which overlap well on 2 cores. Half a CPU per evaluation actor and Serve replica, so that all of
-    # them fit in Ray's logical CPUs together.
+    # loading models, which overlap well. Half a CPU per evaluation actor and Serve replica, so that all of them fit
+    # in Ray's logical CPUs together.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="demo-serve") as serving:
         served = serving.submit(_serve_one_request, registered or sources, config.serve_port, dataset)
         evaluation = evaluate(EvaluateConfig(
@@ -162,10 +161,9 @@ def _preprocess_all(chosen: list[tuple[str, str]], config: DemoConfig,
 
 
 def _rows_per_chunk(dataset: SyntheticDataset) -> int:
-    """Each of the demo's data sets in one preprocessing chunk. A chunk is three Ray Data runs (rows, shards,
-    quarantine), each starting its tasks afresh: the 4444 conversations took 12-19 s as one chunk and 32-41 s as
-    three of 2000 rows on 2 cores. Resuming by chunk buys nothing for sets rebuilt in seconds, and one set of
-    112-px crops is ~170 MB in the object store."""
+    """Each of the demo's data sets in one preprocessing chunk. A chunk is several Ray Data runs, each starting its
+    tasks afresh, and resuming by chunk buys nothing for sets rebuilt in seconds; one set of 112-px crops fits in
+    the object store."""
     return max(dataset.pretrain_rows, dataset.finetune_rows)
 
 
@@ -246,8 +244,8 @@ def _register(trained: dict[str, tuple[TrainResult, TrainResult]], uri: str) -> 
 
 def _serve_one_request(sources: dict[str, str], port: int, dataset: SyntheticDataset) -> str:
     """Deploy the last model behind the OpenAI endpoint and ask it about a test image. One model: every replica is a
-    process that loads torch and its model, paid for on the same 2 cores as the evaluation beside it; jobs/serve.py
-    serves any set of them (the demo prints how)."""
+    process that loads torch and its model, beside the evaluation; jobs/serve.py serves any set of them (the demo
+    prints how)."""
     from ray import serve
 
     from pipelines.serve.config import ModelSpec, ServeConfig

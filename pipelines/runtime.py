@@ -20,7 +20,7 @@ LOCAL_TRAIN_SETTINGS = {
     # checkpoints every few of them (the demo, the tests) spends much of its time waiting on the poll.
     TRAIN_POLL_ENV: "0.5",
     # Each run starts an actor that watches for the cloud draining a node (spot preemption). One machine is never
-    # drained, and that actor process costs every run ~2 s of CPU to start (7 runs in the demo, on 2 cores).
+    # drained, and that actor process costs every run a process start.
     PREEMPTION_WATCHER_ENV: "0",
 }
 
@@ -39,7 +39,8 @@ def init_ray(num_cpus: int | None = None, writes: dict[str, str] | None = None, 
     even a dead one left by an earlier `ray start`. The dashboard runs on 127.0.0.1: it is where a person watches the
     jobs, and Ray Train's placement-group cleaner asks its state API whether a trainer is still alive. A cluster
     keeps its own Ray Train settings; a local Ray polls its workers more often and starts no preemption watcher
-    (use_local_train_settings). Datasets created here pause their executors when idle (pipelines.data.idle_pause).
+    (use_local_train_settings). On one machine, datasets created here pause their executors when idle
+    (pipelines.data.idle_pause).
 
     writes / tracks: where the job writes and whether it logs to MLflow; a job submitted with a working_dir that
     would write into Ray's copy of it fails here, before any work (pipelines.locations)."""
@@ -55,5 +56,12 @@ def init_ray(num_cpus: int | None = None, writes: dict[str, str] | None = None, 
                            log_to_driver=True)
         logger.info("ray dashboard: http://%s", context.dashboard_url)
     check_job_locations(writes or {}, tracks)
-    pause_when_idle_by_default()
+    if on_one_machine():
+        pause_when_idle_by_default()
     logger.info("ray: %s", ray.cluster_resources())
+
+
+def on_one_machine() -> bool:
+    """Whether the Ray this process is connected to runs on a single node (a workstation, a test machine): where
+    idle Ray Data executors take cores that training needs (pipelines.data.idle_pause)."""
+    return sum(1 for node in ray.nodes() if node.get("Alive")) == 1

@@ -29,6 +29,7 @@ from torch import nn
 from transformers.activations import ACT2FN
 
 from sp_core.config import LlavaSPConfig
+from sp_core.large_kernel_conv import LargeKernelConv2d
 
 
 @dataclass
@@ -61,34 +62,13 @@ class LlavaSPSpatialFeatureExtractor(nn.Module):
         ]
 
 
-class MatmulConv2d(nn.Conv2d):
-    """An nn.Conv2d (same parameters, same result up to summation order) computed as unfold + one matmul.
-
-    On CPU, oneDNN re-packs the weight on every call. The paper's SFE and DFI kernels are huge (the six SFE kernels,
-    each its view's size, hold 0.76 G weights, the DFI's k=16 kernel 0.13 G) and slide over few positions, so that
-    copy made the projector 5x slower than the product itself; here the weight is read in place, once per call.
-    The module is still called, so hooks on it (ZeRO-3 gathering its weight) run as for any conv. Padding,
-    dilation and groups are not needed by the projector and take the plain conv path.
-    """
-
-    def forward(self, grid: torch.Tensor) -> torch.Tensor:
-        (kernel_h, kernel_w), (stride_h, stride_w) = self.kernel_size, self.stride
-        out_h, out_w = (grid.shape[-2] - kernel_h) // stride_h + 1, (grid.shape[-1] - kernel_w) // stride_w + 1
-        plain = self.padding != (0, 0) or self.dilation != (1, 1) or self.groups != 1
-        if plain or grid.dim() != 4 or out_h < 1 or out_w < 1:
-            return super().forward(grid)  # nn.Conv2d, including its error for an input smaller than the kernel
-        patches = F.unfold(grid, self.kernel_size, stride=self.stride).transpose(1, 2)  # (B, L, C_in * kh * kw)
-        out = F.linear(patches, self.weight.flatten(1), self.bias)  # (B, L, C_out), L = out_h * out_w
-        return out.transpose(1, 2).unflatten(2, (out_h, out_w))
-
-
 class LlavaSPConvSFE(LlavaSPSpatialFeatureExtractor):
     """One bias-free conv per view whose kernel is the view's size, so each view becomes one C_sp vector."""
 
     def __init__(self, config: LlavaSPConfig):
         super().__init__(config)
         self.convs = nn.ModuleList(
-            MatmulConv2d(config.vision_feature_width, config.spatial_channels, kernel_size=size, bias=False)
+            LargeKernelConv2d(config.vision_feature_width, config.spatial_channels, kernel_size=size, bias=False)
             for size in self.view_sizes
         )
 
@@ -152,7 +132,7 @@ class LlavaSPDetailFeatureIntegrator(nn.Module):
     def __init__(self, config: LlavaSPConfig):
         super().__init__()
         width = config.spatial_channels
-        self.detail_conv = MatmulConv2d(
+        self.detail_conv = LargeKernelConv2d(
             config.vision_feature_width, width, kernel_size=config.sp_dfi_kernel, stride=2, bias=False
         )
         self.query_projector = _norm_linear(width)

@@ -1,22 +1,15 @@
-"""Keep a backpressured Ray Data executor from spinning.
+"""Works around Ray Data's streaming executor (Ray 2.60) spinning while every operator is backpressured.
 
-Ray Data's streaming executor (Ray 2.60) waits in ray.wait() only while some task is in flight. When every operator
-is backpressured (the consumer has not taken enough of what was produced), its scheduling loop runs again at once,
-thousands of times a second: one core of Python in the consuming process, which also holds the GIL against it.
+The executor's scheduling loop waits in ray.wait() only while some task is in flight; when the consumer has not taken
+what was produced, the loop runs again at once, thousands of times a second, a core of Python in the consuming
+process (a training worker), holding the GIL against it. PauseWhenIdle, an execution callback, sleeps after a loop
+step that waited on nothing: IDLE_PAUSE_S after the first such step, doubling for each further one in a row up to
+MAX_IDLE_PAUSE_S, so that a short lull costs little and a long one wakes the loop a few times a second.
 
-That is the normal state of a training worker's dataset: it reads far faster than steps consume. Measured on 2
-cores: a backpressured dataset's consumer process used 9.4 s of CPU in 10 s while its own thread slept; two 1000-step
-runs side by side took 200-400 ms per step until their datasets had produced their last block, and 70-100 ms after.
-
-PauseWhenIdle is an execution callback that sleeps after a loop step that did not wait on any task. A step with
-tasks in flight waits in ray.wait() until they finish or 100 ms pass, so it is never paused. The first idle step is
-followed by IDLE_PAUSE_S of sleep, and each further idle step in a row by twice the last pause, up to MAX_IDLE_PAUSE_S:
-a short lull (a task that had already finished when the step asked, a pipeline of many tiny tasks) costs at most
-IDLE_PAUSE_S, while a long one (a training worker's dataset, backpressured for the seconds its consumer spends on a
-block of hundreds of steps) wakes a few times a second instead of fifty. Each wake-up is a full scheduling step, about 1.5 ms
-of Python on the consumer's GIL: at a fixed 20 ms pause that was 7% of a core in every training worker (measured with
-three runs side by side on 2 cores), which is what the growing pause takes back. A resumed consumer waits at most
-MAX_IDLE_PAUSE_S for the next task to be dispatched; a training worker's next block is already read by then.
+Applied where it was measured to help: a Ray on one machine (pipelines.runtime.on_one_machine), where the spinning
+loop takes a core that training needs (docs/benchmarks.md). Execution callbacks have no public base class yet:
+ExecutionCallback is imported from Ray Data's internals, here only. tests/pipelines/test_idle_pause.py fails when a
+Ray upgrade stops the spinning (then this module can go) or changes the callback.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 `pixel_encoding`. Both encodings give back the very same pixels.
 
 - "webp" (the default): lossless WebP, about 1.4x the size of a photo's source JPEG where the plain bytes take 3-4x;
-  it costs about 20 ms per photo to write and 2 ms to read back, in the data tasks (docs/benchmarks.md).
+  it costs some CPU time to write and to read back, in the data tasks (docs/benchmarks.md).
 - "raw": the plain bytes, row-major: the fastest to write and to read, the largest on disk.
 
 No torch here: the training reader decodes crops in Ray Data tasks.

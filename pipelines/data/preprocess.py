@@ -67,7 +67,7 @@ class PreprocessConfig:
     output_dir: str = ""  # "" = $LLAVA_SP_HOME/data
     name: str = ""  # a name for the data set, for data=<name> in training (the catalog in output_dir)
     image_aspect: str = DEFAULT_ASPECT  # pad (LLaVA-1.5) | square
-    # torch: bit-identical to transformers' default CLIPImageProcessor, 2-4x faster; pil: to CLIPImageProcessorPil and
+    # torch: bit-identical to transformers' default CLIPImageProcessor, faster; pil: to CLIPImageProcessorPil and
     # the official LLaVA-1.5 data (1-2 uint8 levels apart on under 1% of pixels)
     image_resize: str = DEFAULT_RESIZE
     # llava: Pillow's convert("RGB") as the official loader (EXIF ignored, alpha dropped, 16-bit clipped); display: as

@@ -1,4 +1,4 @@
-"""TrainConfig: one schema for both stages; the defaults are the embedded tiny run that works on 2 CPUs.
+"""TrainConfig: one schema for both stages; the defaults are the embedded tiny run, small enough for a laptop's CPUs.
 
 The paper's settings (lr 1e-3 / global batch 256 for stage 1; LoRA r128 a256, lr 2e-4, mm_projector_lr 2e-5,
 global batch 128 for stage 2; warmup 3 %, cosine, max length 2048) are in infra/configs/*-paper.yaml.

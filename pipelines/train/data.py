@@ -37,8 +37,8 @@ def without_right_padding_mask(batch: dict[str, torch.Tensor]) -> dict[str, torc
 
     Under causal attention no real token sees the pads after it, and the pads carry no target, so the mask changes
     nothing the loss reads. Without it the attention takes its causal path, which skips the future half of the score
-    matrix instead of computing and then masking it: a demo-size training step of the tiny model takes 51 instead of
-    62 ms on one CPU thread, and a GPU's flash kernels likewise. Position ids do not depend on the mask in training
+    matrix instead of computing and then masking it, on a CPU as with a GPU's flash kernels (docs/benchmarks.md).
+    Position ids do not depend on the mask in training
     (they count from 0 in every row). A mask with a hole (left padding, packed rows) is kept."""
     mask = batch.get("attention_mask")
     if mask is None or not torch.equal(mask.cummin(dim=1).values, mask):

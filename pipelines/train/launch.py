@@ -20,10 +20,10 @@ from transformers import AutoTokenizer
 from pipelines import tracking
 from pipelines.config import flatten
 from pipelines.data.idle_pause import pause_when_idle
+from pipelines.runtime import on_one_machine
 from pipelines.train.checkpoint import DEEPSPEED_DIR
 from pipelines.train.config import TrainConfig
 from pipelines.train.loop import train_func
-from pipelines.train.model_setup import resolve_precision
 from pipelines.train.plan import make_plan, plan_table
 from pipelines.train.run_identity import (
     RunRecord,
@@ -34,6 +34,8 @@ from pipelines.train.run_identity import (
     write_record,
 )
 from pipelines.train.shards import ShardRowReader, mixed_index, shard_index
+from pipelines.train.worker_config import KEY as WORKER_KEY
+from pipelines.train.worker_config import Tracker, WorkerConfig
 from sp_core.image_processing import LlavaSPImageProcessor
 
 logger = logging.getLogger(__name__)
@@ -56,7 +58,8 @@ class TrainResult:
 def deepspeed_config(config: TrainConfig, hidden_size: int | None = None) -> dict:
     """infra/deepspeed/zero{stage}.json with its "auto" fields filled from the training config, and ZeRO's bucket
     sizes from the LLM's hidden size as the HF Trainer fills them (else DeepSpeed's defaults: a 1e5-element
-    persistence threshold would leave a tiny model's parameters all unpartitioned under ZeRO-3)."""
+    persistence threshold would leave a tiny model's parameters all unpartitioned under ZeRO-3). Precision is left
+    to the workers (deepspeed_precision), which know their hardware."""
     settings = json.loads((INFRA / "deepspeed" / f"zero{config.zero_stage}.json").read_text())
     filled = {
         "train_micro_batch_size_per_gpu": config.micro_batch_size,
@@ -65,11 +68,6 @@ def deepspeed_config(config: TrainConfig, hidden_size: int | None = None) -> dic
         "gradient_clipping": config.max_grad_norm,
     }
     settings.update({key: value for key, value in filled.items() if settings.get(key) == "auto"})
-    precision = resolve_precision(config)
-    settings["bf16"] = {"enabled": precision == "bf16"}
-    # fp16 with DeepSpeed's dynamic loss scaling (loss_scale 0), as the HF Trainer's "auto" fills it.
-    settings["fp16"] = {"enabled": precision == "fp16", "loss_scale": 0, "initial_scale_power": 16,
-                        "loss_scale_window": 1000, "hysteresis": 2, "min_loss_scale": 1}
     sizes = {"reduce_bucket_size": hidden_size * hidden_size,
              "stage3_prefetch_bucket_size": int(0.9 * hidden_size * hidden_size),
              "stage3_param_persistence_threshold": 10 * hidden_size} if hidden_size else {}
@@ -117,13 +115,14 @@ def plan_blocks(table: pa.Table, config: TrainConfig, steps: int) -> list[pa.Tab
 def worker_dataset(rows: pa.Table, config: TrainConfig, image_size: int) -> ray.data.Dataset:
     """One worker's planned rows (position, file, row_in_file) -> its training rows, in plan order."""
     blocks = plan_blocks(rows, config, steps_per_block(config, image_size))
-    return pause_when_idle(ray.data.from_arrow(blocks).map_batches(
+    dataset = ray.data.from_arrow(blocks).map_batches(
         # A whole block per call: each parquet row group is then read once per block, not once per micro-batch that
-        # has a row in it (8-row batches read 32x the rows they used). One read task at a time: it reads far faster
-        # than steps consume, and read-ahead tasks would take cores from training. Most of the time the dataset waits
-        # on training, and pause_when_idle keeps its executor from spinning a core in the worker meanwhile.
+        # has a row in it. One read task at a time: it reads far faster than steps consume, and read-ahead tasks
+        # would take cores from training.
         ShardRowReader(), batch_format="pyarrow", batch_size=None, num_cpus=0.25,
-        compute=ray.data.TaskPoolStrategy(size=1)))
+        compute=ray.data.TaskPoolStrategy(size=1))
+    # Most of the time the dataset waits on training; on one machine its idle executor would spin a core meanwhile.
+    return pause_when_idle(dataset) if on_one_machine() else dataset
 
 
 def validation_tables(config: TrainConfig) -> list[pa.Table]:
@@ -197,21 +196,14 @@ def train(config: TrainConfig, model_dir: str, data_dir: str | dict[str, float])
                                       "model_dir": model_dir, "data_dir": data_dir, "plan_steps": plan.steps,
                                       "train_rows": index.num_rows, "run_name": name})
     stage1 = resolve_stage1(config.init_from, uri)
-    loop_config = {
-        "train": asdict(config),
-        "model_dir": model_dir,
-        "stage1_checkpoint": str(stage1) if stage1 else None,
-        "plan_steps": plan.steps,
-        "deepspeed": deepspeed_config(config, text_hidden_size(model_dir)),
-        "pad_token_id": tokenizer.pad_token_id,
-        "image_processor": asdict(image_processor),
-        "tracker": {"uri": uri, "run_id": run_id},
-        "resume_from": _checkpoint_to_resume_from(config.resume_from),
-        "validation_rows": validation_rows,  # per rank: its real rows; the rest of its last micro-batch repeats them
-    }
+    worker = WorkerConfig(
+        train=config, model_dir=model_dir, stage1_checkpoint=str(stage1) if stage1 else None, plan_steps=plan.steps,
+        deepspeed=deepspeed_config(config, text_hidden_size(model_dir)), pad_token_id=tokenizer.pad_token_id,
+        image_processor=image_processor, tracker=Tracker(uri, run_id),
+        resume_from=_checkpoint_to_resume_from(config.resume_from), validation_rows=validation_rows)
     trainer = TorchTrainer(
         train_func,
-        train_loop_config=loop_config,
+        train_loop_config={WORKER_KEY: worker},
         scaling_config=ray.train.ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
                                                resources_per_worker={"CPU": config.cpus_per_worker},
                                                placement_strategy=config.placement_strategy),

@@ -14,8 +14,8 @@ import logging
 import math
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import deepspeed
 import ray.train
@@ -35,59 +35,64 @@ from pipelines.train.checkpoint import (
 )
 from pipelines.train.config import LR_SCHEDULERS, TrainConfig
 from pipelines.train.data import collate, target_tokens, without_right_padding_mask
-from pipelines.train.model_setup import build_stage_model, parameter_groups, unwrap
+from pipelines.train.deepspeed_cpu import skip_shared_memory_op
+from pipelines.train.model_setup import (
+    build_stage_model,
+    deepspeed_precision,
+    parameter_groups,
+    resolve_precision,
+    unwrap,
+)
+from pipelines.train.worker_config import KEY as WORKER_KEY
+from pipelines.train.worker_config import Tracker, WorkerConfig
 from sp_core.image_processing import LlavaSPImageProcessor
 
 logger = logging.getLogger(__name__)
 
 
-def _prepare_deepspeed_on_cpu(use_gpu: bool) -> None:
-    if not use_gpu:
-        # The shared-memory communication op would be compiled with a C++ toolchain on first use (~30 s per
-        # worker); gloo needs none of it.
-        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-
-
-def train_func(loop_config: dict[str, Any]) -> None:
-    config = TrainConfig(**loop_config["train"])
+def train_func(loop_config: dict[str, WorkerConfig]) -> None:
+    worker = loop_config[WORKER_KEY]
+    config = worker.train
     context = ray.train.get_context()  # [ray]
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(config.torch_threads)
-    _prepare_deepspeed_on_cpu(config.use_gpu)
+    if not config.use_gpu:
+        skip_shared_memory_op()
     deepspeed.init_distributed(dist_backend="nccl" if config.use_gpu else "gloo")
     device = torch.device("cuda", torch.cuda.current_device()) if config.use_gpu else torch.device("cpu")
+    precision = resolve_precision(config)  # here, where the GPUs are: the weights and DeepSpeed agree on it
 
-    stage1 = Path(loop_config["stage1_checkpoint"]) if loop_config.get("stage1_checkpoint") else None
+    stage1 = Path(worker.stage1_checkpoint) if worker.stage1_checkpoint else None
     torch.manual_seed(config.seed)  # LoRA's initial A matrices come from the global generator
-    model = build_stage_model(config, loop_config["model_dir"], stage1)
+    model = build_stage_model(config, worker.model_dir, stage1, precision)
     optimizer = torch.optim.AdamW(parameter_groups(model, config), lr=config.lr, betas=(0.9, 0.999))
-    total_steps = loop_config["plan_steps"]
+    total_steps = worker.plan_steps
     scheduler = make_scheduler(optimizer, config, total_steps)
     engine, optimizer, _, scheduler = deepspeed.initialize(
-        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=loop_config["deepspeed"]
-    )
+        model=model, optimizer=optimizer, lr_scheduler=scheduler,
+        config=deepspeed_precision(worker.deepspeed, precision))
 
     start_step = 0
     checkpoint = ray.train.get_checkpoint()  # [ray] set after a worker failure or when resuming a stopped run
-    if checkpoint is None and loop_config.get("resume_from"):  # a new run that starts from another run's checkpoint
-        checkpoint = ray.train.Checkpoint.from_directory(loop_config["resume_from"])
+    if checkpoint is None and worker.resume_from:  # a new run that starts from another run's checkpoint
+        checkpoint = ray.train.Checkpoint.from_directory(worker.resume_from)
     if checkpoint:
         with checkpoint.as_directory() as directory:
             engine.load_checkpoint(str(Path(directory) / DEEPSPEED_DIR), tag=DEEPSPEED_TAG, load_module_strict=False)
             start_step = read_trainer_state(Path(directory))["step"]
         logger.info("rank %d resumes at step %d", rank, start_step)
 
-    image_processor = LlavaSPImageProcessor(**loop_config["image_processor"])
+    image_processor = worker.image_processor
     image_shape = (3, image_processor.image_size, image_processor.image_size)
     shard = ray.train.get_dataset_shard(f"rank{rank}")  # [ray] this worker's planned rows, in plan order
     batches = shard.iter_batches(batch_size=config.micro_batch_size, batch_format="pyarrow", prefetch_batches=2)
     micro_batches = itertools.islice(batches, start_step * config.gradient_accumulation_steps, None)
-    tracker = loop_config.get("tracker") if rank == 0 else None
+    tracker = worker.tracker if rank == 0 else None
     metrics_logger = _metrics_logger(tracker)
 
     for step in range(start_step, total_steps):
         started = time.perf_counter()
-        step_batches = [collate(next(micro_batches), loop_config["pad_token_id"], image_processor)
+        step_batches = [collate(next(micro_batches), worker.pad_token_id, image_processor)
                         for _ in range(config.gradient_accumulation_steps)]
         counts = torch.tensor([sum(target_tokens(b["labels"]) for b in step_batches),
                                sum(int(b["attention_mask"].sum()) for b in step_batches),
@@ -114,29 +119,29 @@ def train_func(loop_config: dict[str, Any]) -> None:
         }
         final = step + 1 == total_steps
         validates = final or (config.eval_every and (step + 1) % config.eval_every == 0)
-        if loop_config.get("validation_rows") and validates:
-            metrics["val_loss"] = _validation_loss(engine, rank, loop_config, image_processor, image_shape, device)
+        if worker.validation_rows and validates:
+            metrics["val_loss"] = _validation_loss(engine, rank, worker, image_processor, image_shape, device)
         if metrics_logger and ((step + 1) % config.log_every == 0 or "val_loss" in metrics):
             metrics_logger(metrics, step + 1)
         if (step + 1) % config.checkpoint_every == 0 or final:
             probe = step_batches[-1] if final else None
-            _checkpoint_and_report(engine, config, loop_config, rank, world, metrics, probe)  # [ray]
+            _checkpoint_and_report(engine, worker, rank, world, metrics, probe)  # [ray]
 
 
 @torch.no_grad()
-def _validation_loss(engine: deepspeed.DeepSpeedEngine, rank: int, loop_config: dict[str, Any],
+def _validation_loss(engine: deepspeed.DeepSpeedEngine, rank: int, worker: WorkerConfig,
                      image_processor: LlavaSPImageProcessor, image_shape: tuple[int, int, int],
                      device: torch.device) -> float:
     """The mean token loss over the validation set (every worker its share; padding rows count nothing), with
     dropout off."""
-    config = TrainConfig(**loop_config["train"])
-    real_rows = loop_config["validation_rows"][rank]
+    config = worker.train
+    real_rows = worker.validation_rows[rank]
     shard = ray.train.get_dataset_shard(f"validation{rank}")  # [ray] this worker's validation rows, in order
     totals = torch.zeros(2, dtype=torch.float64)  # summed token loss, target tokens
     seen = 0
     engine.eval()
     for rows in shard.iter_batches(batch_size=config.micro_batch_size, batch_format="pyarrow"):
-        batch = collate(rows, loop_config["pad_token_id"], image_processor)
+        batch = collate(rows, worker.pad_token_id, image_processor)
         batch["labels"][torch.arange(seen, seen + len(batch["labels"])) >= real_rows] = -100
         seen += len(batch["labels"])
         totals[1] += target_tokens(batch["labels"])
@@ -190,13 +195,14 @@ def _broadcast_probe(probe: dict[str, torch.Tensor] | None, rank: int) -> dict[s
     return box[0]
 
 
-def _checkpoint_and_report(engine: deepspeed.DeepSpeedEngine, config: TrainConfig, loop_config: dict, rank: int,
-                           world: int, metrics: dict, probe: dict[str, torch.Tensor] | None) -> None:
+def _checkpoint_and_report(engine: deepspeed.DeepSpeedEngine, worker: WorkerConfig, rank: int, world: int,
+                           metrics: dict, probe: dict[str, torch.Tensor] | None) -> None:
     """Every rank saves its DeepSpeed state; rank 0 the trained weights (and at the end the whole model, plus the
     live model's logits on its last micro-batch, so a reload can be checked against them).
 
     Every rank runs every step below in the same order: under ZeRO-3 reading full weights and running the probe's
     forward are collectives (a rank that skipped one would leave the others waiting forever). Only rank 0 writes."""
+    config = worker.train
     final = probe is not None
     write = rank == 0
     with tempfile.TemporaryDirectory() as temporary:
@@ -206,10 +212,10 @@ def _checkpoint_and_report(engine: deepspeed.DeepSpeedEngine, config: TrainConfi
         if write:
             write_trainer_state(directory, {"step": metrics["step"], "world_size": world,
                                             "samples_seen": metrics["step"] * config.samples_per_step,
-                                            "final": final, "config": loop_config["train"]})
+                                            "final": final, "config": asdict(config)})
         if final:
             save_probe(engine.module, _broadcast_probe(probe, rank), directory, write=write)
-            export_model(engine.module, loop_config["model_dir"], directory, write=write)
+            export_model(engine.module, worker.model_dir, directory, write=write)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(temporary))  # [ray] a barrier
 
 
@@ -220,18 +226,18 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
                          num_warmup_steps=math.ceil(config.warmup_ratio * total_steps), num_training_steps=total_steps)
 
 
-def _metrics_logger(tracker: dict | None):
-    """Rank 0 logs every step's metrics to the driver's MLflow run (tracker = uri + run id)."""
+def _metrics_logger(tracker: Tracker | None):
+    """Rank 0 logs every step's metrics to the driver's MLflow run."""
     if not tracker:
         return None
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
-    client = MlflowClient(tracking_uri=tracker["uri"])
+    client = MlflowClient(tracking_uri=tracker.uri)
 
     def log(metrics: dict, step: int) -> None:
         now = int(time.time() * 1000)
-        client.log_batch(tracker["run_id"], metrics=[Metric(key, float(value), now, step)
+        client.log_batch(tracker.run_id, metrics=[Metric(key, float(value), now, step)
                                                      for key, value in metrics.items() if key != "step"])
 
     return log

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from peft import LoraConfig, get_peft_model
@@ -39,8 +40,9 @@ def load_stage1_weights(model: LlavaSPForConditionalGeneration, checkpoint: Path
         load_language_model_weights(model, checkpoint / LANGUAGE_MODEL_WEIGHTS)
 
 
-def build_stage_model(config: TrainConfig, model_dir: str, stage1_checkpoint: Path | None) -> torch.nn.Module:
-    dtype = PRECISION_DTYPES[resolve_precision(config)]
+def build_stage_model(config: TrainConfig, model_dir: str, stage1_checkpoint: Path | None,
+                      precision: str) -> torch.nn.Module:
+    dtype = PRECISION_DTYPES[precision]
     model = LlavaSPForConditionalGeneration.from_pretrained(model_dir, dtype=dtype, use_safetensors=True)
     if stage1_checkpoint is not None:
         load_stage1_weights(model, stage1_checkpoint)
@@ -78,8 +80,17 @@ def parameter_groups(model: torch.nn.Module, config: TrainConfig) -> list[dict]:
 
 
 def resolve_precision(config: TrainConfig) -> str:
+    """bf16 / fp16 / fp32 for this process's hardware: called on the workers, where the GPUs are."""
     if config.precision != "auto":
         return config.precision
     if not (config.use_gpu and torch.cuda.is_available()):
         return "fp32"
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"  # fp16: V100, T4 and older
+
+
+def deepspeed_precision(settings: dict[str, Any], precision: str) -> dict[str, Any]:
+    """DeepSpeed's settings with bf16 / fp16 switched as `precision` says; fp16 with dynamic loss scaling
+    (loss_scale 0), as the HF Trainer's "auto" fills it."""
+    return {**settings, "bf16": {"enabled": precision == "bf16"},
+            "fp16": {"enabled": precision == "fp16", "loss_scale": 0, "initial_scale_power": 16,
+                     "loss_scale_window": 1000, "hysteresis": 2, "min_loss_scale": 1}}

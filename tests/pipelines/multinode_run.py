@@ -56,7 +56,10 @@ def main(out: Path, data_dir: str) -> None:
     config = TrainConfig(stage="pretrain", data=data_dir, num_workers=2, micro_batch_size=2,
                          max_steps=MAX_STEPS, checkpoint_every=CHECKPOINT_EVERY, max_failures=2,
                          placement_strategy="STRICT_SPREAD", storage_path=str(out / "runs"), run_name=RUN_NAME)
-    outcome: dict = {"head": head, "worker_nodes": [node.node_id for node in workers], "workers_seen": {}}
+    from pipelines.runtime import on_one_machine
+
+    outcome: dict = {"head": head, "worker_nodes": [node.node_id for node in workers], "workers_seen": {},
+                     "one_machine": on_one_machine()}
     thread = threading.Thread(target=lambda: outcome.update(final=run_stage(config).metrics["step"]))
     thread.start()
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])

@@ -94,3 +94,9 @@ def test_the_pause_doubles_while_idle_up_to_its_cap_and_restarts_after_a_step_th
     callback.on_execution_step(None)
     callback.on_execution_step(None)
     assert clock.sleeps == pytest.approx([0.02, 0.04])
+
+
+def test_the_session_ray_is_on_one_machine_where_the_pause_applies(ray_session):
+    from pipelines.runtime import on_one_machine
+
+    assert on_one_machine()  # and a multi-node cluster is not: tests/pipelines/test_train_multinode.py

@@ -38,6 +38,7 @@ def test_the_workers_ran_on_different_nodes_and_one_of_those_nodes_was_removed(o
     assert max(outcome["steps_before_removal"]) >= REMOVE_AFTER
     nodes_used = set(outcome["workers_seen"].values())
     assert outcome["removed"] in nodes_used and len(nodes_used) == 3, outcome  # 2 nodes, then the replacement's
+    assert outcome["one_machine"] is False  # so the single-machine workaround (idle_pause) stays off here
 
 
 def test_the_run_resumed_from_a_checkpoint_and_finished(outcome):

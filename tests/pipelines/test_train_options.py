@@ -6,7 +6,11 @@ import torch
 from pipelines.train.config import TrainConfig
 from pipelines.train.launch import deepspeed_config
 from pipelines.train.loop import make_scheduler
-from pipelines.train.model_setup import PRECISION_DTYPES, resolve_precision
+from pipelines.train.model_setup import (
+    PRECISION_DTYPES,
+    deepspeed_precision,
+    resolve_precision,
+)
 
 
 def _learning_rates(schedule: str, steps: int = 10) -> list[float]:
@@ -33,7 +37,9 @@ def test_every_schedule_warms_up_linearly_then_follows_its_shape():
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16", "fp32"])
 def test_each_precision_is_what_deepspeed_and_the_weights_are_set_to(precision):
-    settings = deepspeed_config(TrainConfig(precision=precision), hidden_size=64)
+    driver_settings = deepspeed_config(TrainConfig(precision=precision), hidden_size=64)
+    assert driver_settings["bf16"] == {"enabled": "auto"}  # left to the workers, which know their hardware
+    settings = deepspeed_precision(driver_settings, resolve_precision(TrainConfig(precision=precision)))
     assert settings["bf16"]["enabled"] == (precision == "bf16")
     assert settings["fp16"]["enabled"] == (precision == "fp16")
     if precision == "fp16":
@@ -70,3 +76,17 @@ def test_a_mix_weights_each_data_set_by_repeating_or_subsampling_its_rows(tmp_pa
         TrainConfig(data="x", data_mix={"y": 1.0})
     with pytest.raises(ValueError, match="the weight of y must be a number > 0"):
         TrainConfig(data_mix={"y": 0})
+
+
+def test_deepspeeds_private_op_table_still_holds_the_shared_memory_op_that_cpu_workers_skip():
+    """pipelines/train/deepspeed_cpu.py writes into this private table; when DeepSpeed changes it, this fails."""
+    import importlib
+    import inspect
+
+    import deepspeed.ops
+
+    from pipelines.train.deepspeed_cpu import SHM_OP
+
+    communication = importlib.import_module("deepspeed.comm.torch")  # the attribute "torch" of deepspeed.comm is torch
+    assert SHM_OP in deepspeed.ops.__compatible_ops__
+    assert "__compatible_ops__" in inspect.getsource(communication.build_shm_op)

@@ -5,9 +5,12 @@ import torch
 
 from sp_core import LlavaSPConfig, LlavaSPForConditionalGeneration, LlavaSPProjector
 from sp_core.convert import projector_from_official
-from sp_core.projector import MatmulConv2d
+from sp_core.large_kernel_conv import LargeKernelConv2d
 from sp_core.tiny import tiny_config
-from tests.sp_core.official_reference import official_projector_forward, official_state_dict
+from tests.sp_core.official_reference import (
+    official_projector_forward,
+    official_state_dict,
+)
 
 VARIANTS = ("cropping", "pooling", "sliding_window")
 TOKEN_COUNTS = (1, 3, 6, 12)
@@ -146,9 +149,9 @@ def test_ablation_token_counts_match_the_reference_forward(variant, tokens):
 
 
 @pytest.mark.parametrize("bias", [False, True])
-def test_the_matmul_conv_equals_nn_conv2d_and_falls_back_where_it_does_not_apply(bias):
+def test_the_large_kernel_conv_equals_nn_conv2d_and_falls_back_where_it_does_not_apply(bias, monkeypatch):
     def pair(**options):
-        ours, reference = MatmulConv2d(8, 5, bias=bias, **options), torch.nn.Conv2d(8, 5, bias=bias, **options)
+        ours, reference = LargeKernelConv2d(8, 5, bias=bias, **options), torch.nn.Conv2d(8, 5, bias=bias, **options)
         reference.load_state_dict(ours.state_dict())
         return ours, reference
 
@@ -172,3 +175,12 @@ def test_the_matmul_conv_equals_nn_conv2d_and_falls_back_where_it_does_not_apply
     assert padded(grid).shape == (2, 5, 12, 12) and torch.allclose(padded(grid), reference(grid), atol=1e-6)
     with pytest.raises(RuntimeError, match="Kernel size can't be greater than actual input size"):
         whole(grid[:, :, :3, :3])
+
+    calls = []
+    plain_forward = torch.nn.Conv2d.forward
+    monkeypatch.setattr(torch.nn.Conv2d, "forward", lambda module, x: calls.append(x.device.type) or
+                        plain_forward(module, x))
+    whole(view)
+    assert calls == []  # on CPU: unfold + matmul
+    whole.to("meta")(view.detach().to("meta"))
+    assert calls == ["meta"]  # any other device: nn.Conv2d's own forward
