@@ -33,8 +33,8 @@ import torch
 
 from sp_core.generation_types import GenerationResult, PreparedRequest
 from sp_core.kv_cache import join_rows, keep_rows, trim_left
-from sp_core.modeling import CACHE_KEYWORD
 from sp_core.request_state import RequestState
+from sp_core.transformers_compat import CACHE_KEYWORD
 
 if TYPE_CHECKING:
     from sp_core.inference import LlavaSPGenerator

@@ -8,7 +8,6 @@ processor expands from one <image>.
 
 from __future__ import annotations
 
-import inspect
 import logging
 
 import torch
@@ -35,6 +34,7 @@ from sp_core.projector import (
     LlavaSPProjectorOutput,
     LlavaSPTransformerSFE,
 )
+from sp_core.transformers_compat import CACHE_KEYWORD, pre_encoded_images
 
 logger = logging.getLogger(__name__)
 
@@ -42,12 +42,6 @@ logger = logging.getLogger(__name__)
 LANGUAGE_MODEL_LORA_TARGETS = (
     r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 )
-
-# The forward's KV-cache argument (and output field): transformers 5.24+ calls it `cache` and warns on every call
-# that still says `past_key_values` (removed in 5.40); earlier 5.x releases know only `past_key_values`.
-CACHE_KEYWORD = "cache" if "cache" in inspect.signature(LlavaForConditionalGeneration.forward).parameters \
-    else "past_key_values"
-
 
 class LlavaSPInputError(ValueError):
     """Model inputs that cannot go together (pixel shape, image count vs placeholders)."""
@@ -103,7 +97,7 @@ class LlavaSPModel(LlavaSPPreTrainedModel, LlavaModel):
         return super().get_image_features(pixel_values=pixel_values, **kwargs)
 
     def forward(self, input_ids: torch.LongTensor | None = None, pixel_values: torch.Tensor | None = None, **kwargs):
-        encoded = (kwargs.get("mm_encoder_outputs") or {}).get("image")  # generate() encodes images before prefill
+        encoded = pre_encoded_images(kwargs)
         if pixel_values is not None:
             check_pixel_values(self.config, pixel_values)
             num_images = pixel_values.shape[0]

@@ -20,8 +20,8 @@ PixelStorage = Literal["webp", "raw"]
 PIXEL_STORAGES: tuple[str, ...] = get_args(PixelStorage)
 DEFAULT_STORAGE: PixelStorage = "webp"
 
-# Lossless WebP's effort settings: method 2 / quality 0 came within 3% of the smallest files of any setting on photos,
-# at a tenth of the encoding time of the slower methods.
+# Lossless WebP's effort settings: files close to the smallest any setting makes, at a fraction of the slower
+# settings' encoding time (docs/benchmarks.md).
 WEBP_OPTIONS = {"lossless": True, "method": 2, "quality": 0}
 
 

@@ -83,16 +83,16 @@ def full_state_dict(model: torch.nn.Module, write: bool = True) -> dict[str, tor
     """The module's complete state dict as CPU copies, on the writing rank ({} elsewhere). Under ZeRO-3 every rank
     calls it: parameters are gathered one module at a time, so no rank ever holds the whole model at once."""
     state: dict[str, torch.Tensor] = {}
+    persistent = set(model.state_dict(keep_vars=True)) if write else set()  # the names a state dict holds
     for prefix, module in model.named_modules(remove_duplicate=False):
         own = dict(module.named_parameters(recurse=False, remove_duplicate=False))
         with deepspeed.zero.GatheredParameters(list(own.values()), modifier_rank=None):
             if not write:
                 continue
-            buffers = {name: buffer for name, buffer in module.named_buffers(recurse=False)
-                       if name not in module._non_persistent_buffers_set}
-            for name, tensor in {**own, **buffers}.items():
-                if tensor is not None:
-                    state[f"{prefix}.{name}" if prefix else name] = tensor.detach().to("cpu", copy=True)
+            for name, tensor in {**own, **dict(module.named_buffers(recurse=False))}.items():
+                key = f"{prefix}.{name}" if prefix else name
+                if tensor is not None and key in persistent:
+                    state[key] = tensor.detach().to("cpu", copy=True)
     return state
 
 

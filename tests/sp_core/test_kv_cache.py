@@ -7,8 +7,8 @@ from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
 from sp_core.engine import left_pad
 from sp_core.kv_cache import cache_layers, join_rows, keep_rows, trim_left
-from sp_core.modeling import CACHE_KEYWORD
 from sp_core.tiny import TINY_TEXT
+from sp_core.transformers_compat import CACHE_KEYWORD
 
 
 def _model() -> LlamaForCausalLM:
