@@ -83,7 +83,8 @@ class LlavaSPPreTrainedModel(LlavaPreTrainedModel):
 
 class LlavaSPModel(LlavaSPPreTrainedModel, LlavaModel):
     def __init__(self, config: LlavaSPConfig):
-        # Built here rather than through LlavaModel.__init__ so that the plain projector is never allocated.
+        # Built here rather than through LlavaModel.__init__ so that the plain projector is never allocated
+        # (tests/sp_core/test_transformers_compat.py checks that nothing LlavaModel.__init__ sets is missed).
         LlavaSPPreTrainedModel.__init__(self, config)
         self.vision_tower = AutoModel.from_config(config.vision_config)
         self.multi_modal_projector = LlavaSPProjector(config)

@@ -37,3 +37,19 @@ def test_generate_hands_the_forward_its_images_encoded_once(tiny_model_dir, monk
     # Prefill gets the one image's encoding instead of its pixels; every call knows how many images it fills in.
     assert seen[0] == (False, 1)
     assert len(seen) == 3
+
+
+def test_our_model_has_every_attribute_llava_models_init_sets():
+    """LlavaSPModel builds itself instead of calling LlavaModel.__init__ (which would allocate the plain projector):
+    when a transformers release gives LlavaModel.__init__ more to set up, this names what ours lacks."""
+    from transformers import LlavaConfig, LlavaModel
+
+    from sp_core.tiny import build_tiny_model
+
+    ours = build_tiny_model()[0].model
+    config = ours.config
+    plain = LlavaModel(LlavaConfig(vision_config=config.vision_config, text_config=config.text_config,
+                                   image_token_id=config.image_token_id))
+    assert set(vars(plain)) - set(vars(ours)) == set()
+    assert set(plain._modules) == set(ours._modules)
+    assert type(ours.multi_modal_projector).__name__ == "LlavaSPProjector"
