@@ -21,21 +21,12 @@ from sp_core.image_decoding import (
     to_rgb,
 )
 from sp_core.image_processing import LlavaSPImageProcessor
+from tests.sp_core.image_helpers import encode_as, photo_image
 from tests.sp_core.make_clip_torchvision_reference import photo_like
 from tests.sp_core.official_loader import official_open, official_pixel_values
 
 # The official loader's convert("RGB") of a palette with per-entry transparency makes Pillow suggest RGBA.
 pytestmark = pytest.mark.filterwarnings("ignore:Palette images with Transparency:UserWarning")
-
-
-def _photo_like(width: int, height: int, seed: int = 0) -> Image.Image:
-    return Image.fromarray(photo_like(width, height, seed))
-
-
-def _encode(image: Image.Image, fmt: str, **save_args) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **save_args)
-    return buffer.getvalue()
 
 
 def _png_header_only(width: int, height: int) -> bytes:
@@ -55,41 +46,41 @@ def _png_header_only(width: int, height: int) -> bytes:
 def _rotated_jpeg() -> bytes:
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
-    return _encode(_photo_like(120, 80, seed=1), "JPEG", quality=92, exif=exif)
+    return encode_as(photo_image(120, 80, seed=1), "JPEG", quality=92, exif=exif)
 
 
 def _rgba_png() -> bytes:
     pixels = np.dstack([photo_like(90, 60, seed=2), np.tile(np.linspace(0, 255, 90, dtype=np.uint8), (60, 1))])
-    return _encode(Image.fromarray(pixels), "PNG")
+    return encode_as(Image.fromarray(pixels), "PNG")
 
 
 def _sixteen_bit_png() -> bytes:
     ramp = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (40, 1))
-    return _encode(Image.fromarray(ramp), "PNG")
+    return encode_as(Image.fromarray(ramp), "PNG")
 
 
 def _palette_transparency_png() -> bytes:
     image = Image.fromarray(photo_like(50, 70, seed=3)).quantize(16)
     image.info["transparency"] = bytes([0] * 4 + [255] * 12)
-    return _encode(image, "PNG", transparency=image.info["transparency"])
+    return encode_as(image, "PNG", transparency=image.info["transparency"])
 
 
 def _la_png() -> bytes:
     grey = photo_like(40, 40, seed=4)[:, :, 0]
-    return _encode(Image.fromarray(np.dstack([grey, grey[::-1]])), "PNG")
+    return encode_as(Image.fromarray(np.dstack([grey, grey[::-1]])), "PNG")
 
 
 def _cmyk_jpeg() -> bytes:
-    return _encode(_photo_like(64, 48, seed=5).convert("CMYK"), "JPEG", quality=90)
+    return encode_as(photo_image(64, 48, seed=5).convert("CMYK"), "JPEG", quality=90)
 
 
 def _animated_gif() -> bytes:
-    frames = [_photo_like(48, 32, seed=seed).quantize(64) for seed in (6, 7)]
-    return _encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
+    frames = [photo_image(48, 32, seed=seed).quantize(64) for seed in (6, 7)]
+    return encode_as(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
 
 
 def _webp_with_alpha() -> bytes:
-    return _encode(Image.open(io.BytesIO(_rgba_png())), "WEBP", lossless=True)
+    return encode_as(Image.open(io.BytesIO(_rgba_png())), "WEBP", lossless=True)
 
 
 AWKWARD_FILES = {
@@ -157,7 +148,7 @@ def test_display_applies_exif_orientation_6():
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
 
-    loaded = load_rgb_image(_encode(image, "JPEG", quality=95, exif=exif), decoding="display")
+    loaded = load_rgb_image(encode_as(image, "JPEG", quality=95, exif=exif), decoding="display")
 
     assert loaded.mode == "RGB" and loaded.size == (20, 40)
     red, green, _ = loaded.getpixel((16, 3))  # the marker is now in the top-right corner
@@ -171,7 +162,7 @@ def test_display_turns_palette_transparency_white():
     image.paste(1, (2, 0, 4, 2))
     image.info["transparency"] = 0
 
-    loaded = load_rgb_image(_encode(image, "PNG"), decoding="display")
+    loaded = load_rgb_image(encode_as(image, "PNG"), decoding="display")
 
     assert loaded.mode == "RGB"
     np.testing.assert_array_equal(np.asarray(loaded)[0], [[255, 255, 255]] * 2 + [[0, 0, 255]] * 2)
@@ -182,7 +173,7 @@ def test_display_composites_rgba_onto_white():
     pixels[0, :, :3] = (10, 20, 30)
     pixels[0, :, 3] = (0, 255, 128)  # transparent, opaque, half
 
-    loaded = load_rgb_image(_encode(Image.fromarray(pixels), "PNG"), decoding="display")
+    loaded = load_rgb_image(encode_as(Image.fromarray(pixels), "PNG"), decoding="display")
 
     assert loaded.mode == "RGB"
     # Half alpha: 10 * 128/255 + 255 * 127/255 = 132.0 (and 137.0, 142.0 for G, B).
@@ -192,19 +183,19 @@ def test_display_composites_rgba_onto_white():
 def test_display_turns_la_l_and_1_into_grey_rgb():
     la = Image.fromarray(np.array([[[50, 0], [50, 255]]], dtype=np.uint8))  # (1, 2, 2) -> mode LA
     assert la.mode == "LA"
-    np.testing.assert_array_equal(np.asarray(load_rgb_image(_encode(la, "PNG"), decoding="display"))[0], [[255] * 3, [50] * 3])
+    np.testing.assert_array_equal(np.asarray(load_rgb_image(encode_as(la, "PNG"), decoding="display"))[0], [[255] * 3, [50] * 3])
 
-    grey = load_rgb_image(_encode(Image.new("L", (2, 1), 77), "PNG"))
+    grey = load_rgb_image(encode_as(Image.new("L", (2, 1), 77), "PNG"))
     assert grey.mode == "RGB" and grey.getpixel((0, 0)) == (77, 77, 77)
 
     bilevel = Image.new("1", (2, 1), 0)
     bilevel.putpixel((1, 0), 1)
-    np.testing.assert_array_equal(np.asarray(load_rgb_image(_encode(bilevel, "PNG")))[0], [[0] * 3, [255] * 3])
+    np.testing.assert_array_equal(np.asarray(load_rgb_image(encode_as(bilevel, "PNG")))[0], [[0] * 3, [255] * 3])
 
 
 def test_display_rescales_16_bit_greyscale_instead_of_clipping():
     values = np.array([[0, 257, 32896, 65535]], dtype=np.uint16)
-    encoded = _encode(Image.fromarray(values), "PNG")
+    encoded = encode_as(Image.fromarray(values), "PNG")
     assert Image.open(io.BytesIO(encoded)).mode == "I;16"
 
     loaded = load_rgb_image(encoded, decoding="display")
@@ -232,7 +223,7 @@ def test_display_reads_big_endian_16_bit_32_bit_and_float_modes():
 def test_cmyk_and_ycbcr_become_rgb():
     cmyk = Image.new("CMYK", (2, 1), (0, 255, 255, 0))
     cmyk.putpixel((1, 0), (0, 0, 0, 255))
-    loaded = load_rgb_image(_encode(cmyk, "TIFF"))
+    loaded = load_rgb_image(encode_as(cmyk, "TIFF"))
     assert loaded.mode == "RGB"
     np.testing.assert_array_equal(np.asarray(loaded)[0], [[255, 0, 0], [0, 0, 0]])
 
@@ -262,7 +253,7 @@ def test_garbage_bytes_are_undecodable():
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
 def test_file_cut_in_half_is_truncated(fmt):
-    encoded = _encode(_photo_like(120, 80), fmt)
+    encoded = encode_as(photo_image(120, 80), fmt)
     with pytest.raises(ImageError, match="truncated") as error:
         load_rgb_image(encoded[: len(encoded) // 2])
     assert error.value.reason == "image_truncated"
@@ -271,7 +262,7 @@ def test_file_cut_in_half_is_truncated(fmt):
 
 def test_too_many_pixels_is_too_large_with_sizes_in_the_message():
     with pytest.raises(ImageTooLargeError, match=r"64x64 = 4096 pixels, over max_pixels=1000") as error:
-        load_rgb_image(_encode(_photo_like(64, 64), "JPEG"), max_pixels=1000)
+        load_rgb_image(encode_as(photo_image(64, 64), "JPEG"), max_pixels=1000)
     assert error.value.reason == "image_too_large"
 
 

@@ -3,10 +3,7 @@ Every image is built in memory."""
 
 from __future__ import annotations
 
-import io
 import json
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -21,6 +18,7 @@ from sp_core.image_processing import (
     expand_to_square,
     shortest_edge_size,
 )
+from tests.sp_core.image_helpers import photo_image
 from tests.sp_core.make_clip_torchvision_reference import CASES as REFERENCE_CASES
 from tests.sp_core.make_clip_torchvision_reference import IMAGE_SIZE as REFERENCE_SIZE
 from tests.sp_core.make_clip_torchvision_reference import OUTPUT as REFERENCE_FILE
@@ -36,17 +34,6 @@ def hf_processor():
     return processing.clip_image_processor(SIZE)
 
 
-def _photo_like(width: int, height: int, seed: int = 0) -> Image.Image:
-    """Smooth colour fields plus fine noise: exercises both the low-pass and the edges of the bicubic kernel."""
-    return Image.fromarray(photo_like(width, height, seed))
-
-
-def _encode(image: Image.Image, fmt: str, **save_args) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **save_args)
-    return buffer.getvalue()
-
-
 def _hf_pixels(hf_processor, image: Image.Image) -> torch.Tensor:
     return hf_processor(image, return_tensors="pt").pixel_values[0]  # (3, S, S)
 
@@ -54,16 +41,6 @@ def _hf_pixels(hf_processor, image: Image.Image) -> torch.Tensor:
 def _hf_uint8(pixels: torch.Tensor) -> np.ndarray:
     """Undo CLIP's rescale + normalise: (3, S, S) float -> (S, S, 3) uint8, exact since the inputs were integers."""
     return np.rint((pixels.double().numpy() * STD + MEAN) * 255).astype(np.uint8).transpose(1, 2, 0)
-
-
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG that claims width x height (8-bit RGB) but carries 16 bytes of pixel data: costs nothing to write."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -98,7 +75,7 @@ def test_torch_resize_matches_clip_image_processor_bit_for_bit(torchvision_refer
 
 
 def test_the_two_resizes_differ_by_at_most_two_levels_on_under_one_percent_of_pixels():
-    image = _photo_like(640, 480, seed=5)
+    image = photo_image(640, 480, seed=5)
     torch_crop = LlavaSPImageProcessor(image_size=SIZE, resize="torch").to_uint8(image).astype(np.int16)
     pil_crop = LlavaSPImageProcessor(image_size=SIZE, resize="pil").to_uint8(image).astype(np.int16)
 
@@ -113,7 +90,7 @@ def test_the_two_resizes_differ_by_at_most_two_levels_on_under_one_percent_of_pi
 
 @pytest.mark.parametrize("width, height", [(640, 480), (300, 500), (100, 80), (337, 1001), (336, 336)])
 def test_square_mode_matches_clip_image_processor_pil(hf_processor, width, height):
-    image = _photo_like(width, height, seed=width + height)
+    image = photo_image(width, height, seed=width + height)
     ours = LlavaSPImageProcessor(image_size=SIZE, aspect="square", resize="pil")
 
     expected = _hf_pixels(hf_processor, image)
@@ -129,7 +106,7 @@ def test_square_mode_matches_clip_image_processor_pil(hf_processor, width, heigh
 
 @pytest.mark.parametrize("resize", ["pil", "torch"])
 def test_call_on_a_batch_equals_clip_image_processor_and_normalize(hf_processor, resize):
-    images = [_photo_like(width, height, seed=index) for index, (width, height) in
+    images = [photo_image(width, height, seed=index) for index, (width, height) in
               enumerate([(640, 480), (300, 500), (336, 336), (100, 80)])]
     ours = LlavaSPImageProcessor(image_size=SIZE, aspect="square", resize=resize)
 
@@ -147,7 +124,7 @@ def test_call_on_a_batch_equals_clip_image_processor_and_normalize(hf_processor,
 
 @pytest.mark.parametrize("width, height", [(640, 480), (300, 500)])
 def test_pad_mode_equals_clip_on_the_expand2square_image(hf_processor, width, height):
-    image = _photo_like(width, height, seed=1)
+    image = photo_image(width, height, seed=1)
     ours = LlavaSPImageProcessor(image_size=SIZE, aspect="pad", resize="pil")
     assert ours.pad_fill == (122, 116, 104)
 
@@ -159,7 +136,7 @@ def test_pad_mode_equals_clip_on_the_expand2square_image(hf_processor, width, he
 
 
 def test_pad_mode_fills_the_band_with_the_mean_colour():
-    crop = LlavaSPImageProcessor(image_size=SIZE, aspect="pad").to_uint8(_photo_like(640, 480))
+    crop = LlavaSPImageProcessor(image_size=SIZE, aspect="pad").to_uint8(photo_image(640, 480))
     # (640 - 480) / 2 = 80 source rows of fill above the content -> 42 rows at 336/640; the top 40 are pure fill.
     np.testing.assert_array_equal(crop[:40], np.broadcast_to([122, 116, 104], (40, SIZE, 3)))
     assert crop.shape == (SIZE, SIZE, 3) and crop.dtype == np.uint8 and crop.flags.c_contiguous
