@@ -1,8 +1,8 @@
 """A minimal OpenAI-compatible chat server for tests: real HTTP on 127.0.0.1, in a thread of the test process.
 
 It serves one model, wants one API key, answers every chat with a text made from the request (so a test can tell
-what it was sent), and misbehaves on purpose: the first `busy_first` chat requests get 429 (with a 1 ms
-retry-after), and a question whose text holds "FAIL" always gets 500.
+what it was sent), and misbehaves on purpose: a question whose text holds "FAIL" always gets 500, and the first
+`busy_first` requests of the other questions get 429 (with a 1 ms retry-after).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ class StubState:
     key: str
     busy_first: int = 0
     requests: list[dict[str, Any]] = field(default_factory=list)  # the chat bodies received, in order
+    served: int = 0  # requests of questions that do not fail on purpose
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -73,21 +74,23 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, f"no route {self.path}")
             return
         state = self.state
+        parts = body["messages"][-1]["content"]
+        text = next(part["text"] for part in parts if part["type"] == "text")
+        images = [base64.b64decode(part["image_url"]["url"].split(",", 1)[1]) for part in parts
+                  if part["type"] == "image_url"]
         with state.lock:
             state.requests.append(body)
-            busy = len(state.requests) <= state.busy_first
+            fails = "FAIL" in text
+            state.served += 0 if fails else 1
+            busy = not fails and state.served <= state.busy_first
+        if fails:
+            self._error(500, "the stub fails on purpose")
+            return
         if busy:
             self._error(429, "busy", {"retry-after-ms": "1"})
             return
         if body.get("model") != state.model:
             self._error(404, f"The model {body.get('model')!r} does not exist")
-            return
-        parts = body["messages"][-1]["content"]
-        text = next(part["text"] for part in parts if part["type"] == "text")
-        images = [base64.b64decode(part["image_url"]["url"].split(",", 1)[1]) for part in parts
-                  if part["type"] == "image_url"]
-        if "FAIL" in text:
-            self._error(500, "the stub fails on purpose")
             return
         answer = stub_answer(text, images[0] if images else None)
         self._send(200, {"id": "chatcmpl-stub", "object": "chat.completion", "created": 0, "model": state.model,
