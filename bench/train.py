@@ -26,7 +26,7 @@ from pipelines.train.config import TrainConfig
 from pipelines.train.data import collate, target_tokens, without_right_padding_mask
 from pipelines.train.shards import shard_files
 from pipelines.train.job import embedded_data_dir, run_stage
-from pipelines.train.model_setup import build_stage_model, parameter_groups
+from pipelines.train.model_setup import build_stage_model, parameter_groups, resolve_precision
 from pipelines.defaults import embedded_model_dir
 from sp_core.image_processing import LlavaSPImageProcessor
 from transformers import AutoTokenizer
@@ -36,7 +36,7 @@ def plain_step_seconds(config: TrainConfig, model_dir: str, data_dir: str, steps
     """The reference: one process, no Ray, no DeepSpeed, the same loss and optimizer."""
     torch.set_num_threads(config.torch_threads)
     torch.manual_seed(config.seed)
-    model = build_stage_model(config, model_dir, None)
+    model = build_stage_model(config, model_dir, None, resolve_precision(config))
     optimizer = torch.optim.AdamW(parameter_groups(model, config), lr=config.lr)
     table = pq.read_table(shard_files(data_dir)[0])
     processor = LlavaSPImageProcessor.from_pretrained_dir(model_dir)

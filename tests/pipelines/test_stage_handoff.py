@@ -26,9 +26,9 @@ def _scramble(model: torch.nn.Module, seed: int) -> None:
 
 
 def test_pretrain_llm_trains_the_llm_and_projector_and_stage2_starts_from_both(tiny_model_dir, tmp_path):
-    stage1 = build_stage_model(TrainConfig(stage="pretrain", pretrain_llm=True), str(tiny_model_dir), None)
+    stage1 = build_stage_model(TrainConfig(stage="pretrain", pretrain_llm=True), str(tiny_model_dir), None, "fp32")
     assert _trainable(stage1) == {"model.language_model", "model.multi_modal_projector", "lm_head"}
-    assert _trainable(build_stage_model(TrainConfig(stage="pretrain"), str(tiny_model_dir), None)) == {
+    assert _trainable(build_stage_model(TrainConfig(stage="pretrain"), str(tiny_model_dir), None, "fp32")) == {
         "model.multi_modal_projector"}
     _scramble(stage1, seed=1)
     save_trained_weights(stage1, tmp_path, trains_llm=True)
@@ -36,8 +36,9 @@ def test_pretrain_llm_trains_the_llm_and_projector_and_stage2_starts_from_both(t
     assert "lm_head.weight" in saved and any(name.startswith("model.language_model.") for name in saved)
     assert not any("vision_tower" in name or "projector" in name for name in saved)
 
-    stage2 = build_stage_model(TrainConfig(stage="finetune", full_finetune=True), str(tiny_model_dir), tmp_path)
-    base = build_stage_model(TrainConfig(stage="finetune", full_finetune=True), str(tiny_model_dir), None)
+    full = TrainConfig(stage="finetune", full_finetune=True)
+    stage2 = build_stage_model(full, str(tiny_model_dir), tmp_path, "fp32")
+    base = build_stage_model(full, str(tiny_model_dir), None, "fp32")
     for name, tensor in stage2.state_dict().items():
         if "vision_tower" in name:
             assert torch.equal(tensor, base.state_dict()[name]), name  # never trained
@@ -46,29 +47,30 @@ def test_pretrain_llm_trains_the_llm_and_projector_and_stage2_starts_from_both(t
 
 
 def test_a_projector_only_stage1_leaves_the_base_llm_to_stage2(tiny_model_dir, tmp_path):
-    stage1 = build_stage_model(TrainConfig(stage="pretrain"), str(tiny_model_dir), None)
+    stage1 = build_stage_model(TrainConfig(stage="pretrain"), str(tiny_model_dir), None, "fp32")
     _scramble(stage1, seed=2)
     save_trained_weights(stage1, tmp_path, trains_llm=False)
     assert not (tmp_path / LANGUAGE_MODEL_WEIGHTS).exists()
-    stage2 = build_stage_model(TrainConfig(stage="finetune", full_finetune=True), str(tiny_model_dir), tmp_path)
-    base = build_stage_model(TrainConfig(stage="finetune", full_finetune=True), str(tiny_model_dir), None)
+    full = TrainConfig(stage="finetune", full_finetune=True)
+    stage2 = build_stage_model(full, str(tiny_model_dir), tmp_path, "fp32")
+    base = build_stage_model(full, str(tiny_model_dir), None, "fp32")
     assert torch.equal(stage2.lm_head.weight, base.lm_head.weight)
     assert torch.equal(stage2.projector.linear_1.weight, stage1.projector.linear_1.weight)
 
 
 def test_a_stage1_llm_of_another_shape_is_refused_naming_the_file_and_keys(tiny_model_dir, tmp_path):
-    stage1 = build_stage_model(TrainConfig(stage="pretrain", pretrain_llm=True), str(tiny_model_dir), None)
+    stage1 = build_stage_model(TrainConfig(stage="pretrain", pretrain_llm=True), str(tiny_model_dir), None, "fp32")
     save_trained_weights(stage1, tmp_path, trains_llm=True)
     state = load_file(tmp_path / LANGUAGE_MODEL_WEIGHTS)
     head = state.pop("lm_head.weight")
     save_file(state, tmp_path / LANGUAGE_MODEL_WEIGHTS)
     with pytest.raises(LlavaSPCheckpointError, match=r"language_model.safetensors does not fit the model exactly:\n"
                                                      r"  - missing from the checkpoint: 1 key\(s\): lm_head.weight$"):
-        build_stage_model(TrainConfig(stage="finetune", full_finetune=True), str(tiny_model_dir), tmp_path)
+        build_stage_model(TrainConfig(stage="finetune", full_finetune=True), str(tiny_model_dir), tmp_path, "fp32")
     save_file({**state, "lm_head.weight": head[:, :32].contiguous()}, tmp_path / LANGUAGE_MODEL_WEIGHTS)
     with pytest.raises(LlavaSPCheckpointError,
                        match=r"lm_head.weight has shape \(\d+, 32\) in the checkpoint, \(\d+, 64\) in the model"):
-        build_stage_model(TrainConfig(stage="finetune", full_finetune=True), str(tiny_model_dir), tmp_path)
+        build_stage_model(TrainConfig(stage="finetune", full_finetune=True), str(tiny_model_dir), tmp_path, "fp32")
 
 
 def test_a_stage1_projector_of_another_variant_is_refused_naming_the_keys(tiny_model_dir, tmp_path):
@@ -76,9 +78,9 @@ def test_a_stage1_projector_of_another_variant_is_refused_naming_the_keys(tiny_m
     from sp_core.tiny import save_tiny_model
 
     pooling_dir = save_tiny_model(tmp_path / "pooling", seed=0, sp_variant="pooling", sp_dfi=False)
-    stage1 = build_stage_model(TrainConfig(stage="pretrain"), str(pooling_dir), None)
+    stage1 = build_stage_model(TrainConfig(stage="pretrain"), str(pooling_dir), None, "fp32")
     (tmp_path / "stage1").mkdir()
     save_trained_weights(stage1, tmp_path / "stage1", trains_llm=False)
     with pytest.raises(LlavaSPCheckpointError, match=r"projector.safetensors does not fit the model exactly:\n"
                                                      r"  - missing from the checkpoint: \d+ key\(s\): detail_integrator"):
-        build_stage_model(TrainConfig(stage="finetune"), str(tiny_model_dir), tmp_path / "stage1")
+        build_stage_model(TrainConfig(stage="finetune"), str(tiny_model_dir), tmp_path / "stage1", "fp32")
