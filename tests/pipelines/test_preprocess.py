@@ -241,16 +241,3 @@ def test_an_image_that_appears_or_changes_makes_its_chunk_be_redone(ray_session,
     rebuilt = run(replace(config, rebuild=True))
     assert rebuilt.state() == "rebuilt (rebuild=true)" and rebuilt.chunks_reused == 0
     assert (rebuilt.written, rebuilt.quarantined) == (vanished.written, vanished.quarantined)
-
-
-def test_content_identity_ignores_a_rewrite_with_the_same_bytes(ray_session, tiny_model_dir, tmp_path):
-    images = tmp_path / "images"
-    images.mkdir()
-    (images / "a.png").write_bytes(_png((255, 0, 0)))
-    (tmp_path / "data.json").write_text(json.dumps([{"id": "a", "image": "a.png", "conversations": _qa()}]))
-    by_content = _one_chunk_config(tmp_path, tiny_model_dir, image_identity="content")
-    by_stat = _one_chunk_config(tmp_path, tiny_model_dir, output_dir=str(tmp_path / "by_stat"))
-    assert not run(by_content).reused and not run(by_stat).reused
-    os.utime(images / "a.png", ns=(1, 1))  # the same bytes, another modification time
-    assert run(by_content).reused
-    assert run(by_stat).image_changes == {"changed": 1}
