@@ -44,3 +44,9 @@ def ray_session():
     DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """sp_core's tests start no Ray, so they run first: later, the session's Ray and its idle workers hold several GB,
+    and the paper-width test, which needs several GB itself, would run short of memory."""
+    items.sort(key=lambda item: not item.nodeid.startswith("tests/sp_core/"))
