@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -23,12 +22,7 @@ from pathlib import Path
 from pipelines.evaluate.config import EvalModel, EvaluateConfig
 from pipelines.evaluate.predict import read_answers
 from pipelines.evaluate.run import evaluate
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.ports import free_port
 
 
 def timed(config: EvaluateConfig) -> tuple[float, float, dict[str, str]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,13 +13,10 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests.ports import free_port
+
 BIN = Path(sys.executable).parent
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def head_environment() -> dict[str, str]:
@@ -33,10 +29,10 @@ def head_environment() -> dict[str, str]:
 def ray_head(num_cpus: int = 2) -> Iterator[str]:
     """Yield the dashboard address (what RAY_ADDRESS / --address take) of a fresh head node."""
     temp_dir = tempfile.mkdtemp(prefix="rh-", dir="/tmp")  # short: Ray's socket paths have a length limit
-    dashboard_port = _free_port()
+    dashboard_port = free_port()
     # Every port explicit: the defaults (agent 52365, metrics, client server) collide with a local Ray that the
     # test session may already run, and the head's job agent would then never come up.
-    ports = {name: _free_port() for name in ("port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+    ports = {name: free_port() for name in ("port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
                                              "metrics-export-port", "runtime-env-agent-port",
                                              "ray-client-server-port", "node-manager-port", "object-manager-port")}
     command = [str(BIN / "ray"), "start", "--head", f"--dashboard-port={dashboard_port}",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -29,12 +29,16 @@ MISSING = "missing"
 SIGNATURE_SCHEMA = pa.schema([("source", pa.string()), ("row", pa.int64()), ("signature", pa.string())])
 
 
-def record_image_uri(record_text: str, image_root: str) -> str | None:
-    """The image file a staged record names, or None where it names none that could be read."""
+def parse_record(record_text: str) -> Any:
+    """A staged record's JSON value; None for staging's invalid_json marker or a broken record."""
     try:
-        record = json.loads(record_text)
-    except ValueError:  # staging's invalid_json marker, or a broken record
+        return json.loads(record_text)
+    except ValueError:
         return None
+
+
+def record_image_uri(record: Any, image_root: str) -> str | None:
+    """The image file a parsed record names, or None where it names none that could be read."""
     image = record.get("image") if isinstance(record, dict) else None
     if not isinstance(image, str) or not image.strip() or any(ord(character) < 32 for character in image):
         return None
@@ -64,9 +68,9 @@ def image_signature(uri: str, identity: ImageIdentity) -> str:
     return f"{info.size}:{info.mtime_ns}"
 
 
-def record_signature(record_text: str, image_root: str, identity: ImageIdentity) -> str:
-    """The signature of the image a record names, "" if it names none."""
-    uri = record_image_uri(record_text, image_root)
+def record_signature(record: Any, image_root: str, identity: ImageIdentity) -> str:
+    """The signature of the image a parsed record names, "" if it names none."""
+    uri = record_image_uri(record, image_root)
     return "" if uri is None else image_signature(uri, identity)
 
 
@@ -81,7 +85,7 @@ class SignatureReader:
         rows = {"source": [], "row": [], "signature": []}
         for source, row, record in zip(batch.column("source").to_pylist(), batch.column("row").to_pylist(),
                                        batch.column("record").to_pylist()):
-            signature = record_signature(record, self.image_root, self.identity)
+            signature = record_signature(parse_record(record), self.image_root, self.identity)
             if signature:
                 rows["source"].append(source)
                 rows["row"].append(row)

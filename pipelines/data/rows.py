@@ -6,25 +6,20 @@ tokenizer and the image settings of the model the shards are made for.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 from transformers import PreTrainedTokenizerBase
 
-from pipelines.data.image_identity import ImageIdentity, record_signature
+from pipelines.data.image_identity import ImageIdentity, parse_record, record_signature
 from pipelines.data.pixel_storage import DEFAULT_STORAGE, PixelStorage, encode_crop
 from pipelines.data.schema import OK, PROCESSED_SCHEMA, QUARANTINED
 from pipelines.data.staging import INVALID_JSON
 from pipelines.data.storage import UnsafeImagePath, read_bytes, safe_join
 from sp_core.conversation import ConversationError, get_template, tokenize_conversation
-from sp_core.image_decoding import (
-    DEFAULT_DECODING,
-    ImageDecoding,
-    ImageError,
-    load_rgb_image,
-)
+from sp_core.image_decoding import ImageError, load_rgb_image
+from sp_core.image_options import DEFAULT_DECODING, ImageDecoding
 from sp_core.image_processing import LlavaSPImageProcessor
 
 # Quarantine reasons beyond those of sp_core.conversation and sp_core.image_processing.
@@ -68,14 +63,15 @@ class RowProcessor:
         return pa.table(columns, schema=PROCESSED_SCHEMA)
 
     def process(self, source: str, row: int, record_text: str) -> dict[str, Any]:
+        record = parse_record(record_text)
         # Taken before the image is read: a file that changes while it is read then differs on the next run.
-        signature = record_signature(record_text, self.image_root, self.image_identity)
-        return {**self._result(source, row, record_text), "image_signature": signature}
+        signature = record_signature(record, self.image_root, self.image_identity)
+        return {**self._result(source, row, record_text, record), "image_signature": signature}
 
-    def _result(self, source: str, row: int, record_text: str) -> dict[str, Any]:
+    def _result(self, source: str, row: int, record_text: str, record: Any) -> dict[str, Any]:
         sample_id = f"{source.rsplit('/', 1)[-1]}:{row}"
         try:
-            record = self._parse(record_text)
+            self._check(record_text, record)
             sample_id = str(record.get("id", sample_id))
             return self._sample(record, sample_id, source, row)
         except (RowRejected, ConversationError, ImageError) as rejection:  # each carries its quarantine reason
@@ -83,13 +79,12 @@ class RowProcessor:
         except Exception as error:  # an unforeseen failure still accounts for its row
             return _quarantined(sample_id, source, row, PROCESSING_ERROR, f"{type(error).__name__}: {error}")
 
-    def _parse(self, record_text: str) -> dict[str, Any]:
+    @staticmethod
+    def _check(record_text: str, record: Any) -> None:
         if record_text.startswith(f"{INVALID_JSON}:"):
             raise RowRejected(INVALID_JSON, record_text.split(":", 1)[1])
-        record = json.loads(record_text)
         if not isinstance(record, dict):
             raise RowRejected(BAD_RECORD, f"a record must be a JSON object, got {type(record).__name__}")
-        return record
 
     def _sample(self, record: dict[str, Any], sample_id: str, source: str, row: int) -> dict[str, Any]:
         has_image = "image" in record  # LLaVA: multimodal iff the row has an "image" key

@@ -106,7 +106,7 @@ class EndpointPredictor:
     def __init__(self, endpoint: dict[str, Any], image_root: str, concurrency: int):
         self.endpoint = Endpoint(**endpoint)
         self.image_root = Path(image_root)
-        self.concurrency = concurrency
+        self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="endpoint")
         self._attempts = threading.local()  # httpx calls its hooks in the thread that sends the request
         self.client = self.endpoint.client(httpx.Client(event_hooks={"request": [self._count_attempt]}))
 
@@ -114,9 +114,7 @@ class EndpointPredictor:
         self._attempts.count = getattr(self._attempts, "count", 0) + 1
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        rows = range(len(batch["key"]))
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            outcomes = list(pool.map(lambda row: self._answer(batch, row), rows))
+        outcomes = list(self.pool.map(lambda row: self._answer(batch, row), range(len(batch["key"]))))
         return {"key": list(batch["key"]), "text": [text for text, _, _ in outcomes],
                 "error": [error for _, error, _ in outcomes], "retries": [retries for _, _, retries in outcomes]}
 

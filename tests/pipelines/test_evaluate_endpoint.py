@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from pipelines.evaluate.config import EvalBenchmark, EvalModel, EvaluateConfig
 from pipelines.evaluate.endpoint import EndpointError
 from pipelines.evaluate.predict import read_answers
 from tests.pipelines.openai_stub import StubState, start_stub, stub_answer
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 KEY_ENV = "LLAVA_SP_TEST_STUB_KEY"
@@ -97,11 +97,6 @@ def test_a_wrong_key_or_an_unknown_model_fails_before_any_question(ray_session, 
     assert state.requests == []  # no question was sent
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 def test_deployed_models_answer_token_for_token_as_the_actor_path(ray_session, environment, tmp_path):
     from ray import serve
@@ -112,7 +107,7 @@ def test_deployed_models_answer_token_for_token_as_the_actor_path(ray_session, e
                   attention_maps=0, train_storage=str(environment / "none"))
     actors = evaluate(EvaluateConfig(**common, output_dir=str(tmp_path / "actors")))
     served = evaluate(EvaluateConfig(**common, output_dir=str(tmp_path / "served"), deploy=True,
-                                     serve_port=_free_port()))
+                                     serve_port=free_port()))
 
     def texts(root: str) -> dict:
         return {line["question_id"]: line["text"] for line in

@@ -10,6 +10,7 @@ from pipelines.data.image_identity import (
     MISSING,
     compare,
     image_signature,
+    parse_record,
     record_signature,
 )
 
@@ -31,9 +32,9 @@ def test_a_missing_file_or_a_folder_is_missing_and_a_record_without_a_usable_ima
     root = str(tmp_path)
     for record in ({"conversations": []}, {"image": "../outside.png"}, {"image": ""}, {"image": "a\u0000.png"},
                    {"image": 3}):
-        assert record_signature(json.dumps(record), root, "stat") == ""
-    assert record_signature("invalid_json: Expecting value", root, "stat") == ""
-    assert record_signature(json.dumps({"image": "nope.png"}), root, "stat") == MISSING
+        assert record_signature(parse_record(json.dumps(record)), root, "stat") == ""
+    assert record_signature(parse_record("invalid_json: Expecting value"), root, "stat") == ""
+    assert record_signature(parse_record(json.dumps({"image": "nope.png"})), root, "stat") == MISSING
 
 
 def test_changes_are_counted_by_kind():
