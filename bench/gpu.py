@@ -27,7 +27,8 @@ from peft import LoraConfig, get_peft_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a bare checkout
 
-from sp_core.modeling import LANGUAGE_MODEL_LORA_TARGETS, LlavaSPForConditionalGeneration  # noqa: E402
+from sp_core.lora_targets import LANGUAGE_MODEL_LORA_TARGETS  # noqa: E402
+from sp_core.modeling import LlavaSPForConditionalGeneration  # noqa: E402
 from sp_core.paper import paper_config  # noqa: E402
 from sp_core.tiny import build_tiny_tokenizer, tiny_config  # noqa: E402
 

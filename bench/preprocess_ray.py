@@ -18,8 +18,9 @@ from pathlib import Path
 
 import ray
 
+from pipelines.data.config import PreprocessConfig
 from pipelines.data.model_inputs import row_processor_for
-from pipelines.data.preprocess import PreprocessConfig, preprocess
+from pipelines.data.preprocess import preprocess
 from pipelines.synthetic import SyntheticConfig, generate_synthetic_dataset
 from sp_core.tiny import save_tiny_model
 

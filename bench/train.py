@@ -21,15 +21,19 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import torch
 from mlflow import MlflowClient
+from transformers import AutoTokenizer
 
+from pipelines.defaults import embedded_model_dir
 from pipelines.train.config import TrainConfig
 from pipelines.train.data import collate, target_tokens, without_right_padding_mask
-from pipelines.train.shards import shard_files
 from pipelines.train.job import embedded_data_dir, run_stage
-from pipelines.train.model_setup import build_stage_model, parameter_groups, resolve_precision
-from pipelines.defaults import embedded_model_dir
+from pipelines.train.model_setup import (
+    build_stage_model,
+    parameter_groups,
+    resolve_precision,
+)
+from pipelines.train.shards import shard_files
 from sp_core.image_processing import LlavaSPImageProcessor
-from transformers import AutoTokenizer
 
 
 def plain_step_seconds(config: TrainConfig, model_dir: str, data_dir: str, steps: int) -> float:

@@ -6,7 +6,7 @@
 synthetic data -> Ray Data preprocessing -> stage 1 -> stage 2 (Ray Train + DeepSpeed) for each variant ->
 evaluation on the synthetic test split (Ray Data) -> models registered in MLflow -> the Serve endpoint answering
 one request with an image. Prints the results table, accuracy per question type against chance, and where to look.
-Everything lands under $LLAVA_SP_HOME (default ./runs) and ./mlflow.db. Options: pipelines/demo.py (DemoConfig).
+Everything lands under $LLAVA_SP_HOME (default ./runs) and ./mlflow.db. Every option: --help.
 """
 
 from __future__ import annotations
@@ -17,14 +17,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout or a Ray working dir
 
 from pipelines.cli import parse_config, run_job
-from pipelines.demo import DemoConfig
+from pipelines.demo_config import DemoConfig
 
 
 def main(argv: list[str] | None = None) -> int:
     def work() -> int:
+        config = parse_config(DemoConfig, argv, __doc__)
         from pipelines.demo import run_demo
 
-        result = run_demo(parse_config(DemoConfig, argv, __doc__))
+        result = run_demo(config)
         evaluation = result.evaluation
         print("\n== Training (final loss, stage 1 -> stage 2)")
         print(f"  {'shared LLM':12s} captions {result.base.metrics.get('loss', float('nan')):.3f}"

@@ -9,12 +9,9 @@
     python jobs/evaluate.py deploy=true                       # through the project's Serve app, deployed for the run
     python jobs/evaluate.py 'models=[{name: llava-1.5, endpoint: "http://host:8000/v1", served_model: llava-hf/llava-1.5-7b-hf, api_key_env: KEY}]'
 
-    python jobs/evaluate.py score --benchmark pope --questions llava_pope_test.jsonl --answers answers.jsonl \
-        --annotations pope/coco                               # score an answer file made anywhere; prints JSON
-
 Answers are kept in <output_dir>/<model>/<benchmark>/answers.jsonl: a re-run asks only what is missing, from answers
-the same model weights, question file and settings made. Options: pipelines/evaluate/config.py (EvaluateConfig);
-benchmarks: pipelines/benchmarks/; your own question file: docs/own-benchmark.md.
+the same model weights, question file and settings made. Every option: --help; benchmarks: pipelines/benchmarks/;
+your own question file: docs/own-benchmark.md; an answer file made elsewhere: jobs/score.py.
 """
 
 from __future__ import annotations
@@ -29,16 +26,11 @@ from pipelines.evaluate.config import EvaluateConfig
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["score"]:
-        from pipelines.benchmarks.score_cli import main as score_main
-
-        return score_main(argv)
-
     def work() -> int:
+        config = parse_config(EvaluateConfig, argv, __doc__)
         from pipelines.evaluate.run import evaluate
 
-        result = evaluate(parse_config(EvaluateConfig, argv, __doc__))
+        result = evaluate(config)
         print(result.comparison_markdown, end="")
         if result.synthetic_markdown:
             print("\nsynthetic test split, accuracy per question type:\n" + result.synthetic_markdown, end="")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout or a Ray working dir
 
-from pipelines.train.job import run_training_job
+from pipelines.train.command import run_training_job
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,18 +14,21 @@ from __future__ import annotations
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout or a Ray working dir
 
 from pipelines.cli import parse_config, run_job
-from pipelines.data.model_inputs import row_processor_for
-from pipelines.data.preprocess import PreprocessConfig, PreprocessResult, preprocess
-from pipelines.defaults import embedded_dataset, embedded_model_dir
-from pipelines.runtime import init_ray
+from pipelines.data.config import PreprocessConfig
+
+if TYPE_CHECKING:
+    from pipelines.data.preprocess import PreprocessResult
 
 
 def with_embedded_defaults(config: PreprocessConfig) -> PreprocessConfig:
     """No data: the synthetic set (captions for 'plain', conversations otherwise); no model: the tiny one."""
+    from pipelines.defaults import embedded_dataset, embedded_model_dir
+
     if not config.data:
         dataset = embedded_dataset()
         rows = dataset.pretrain_json if config.template == "plain" else dataset.finetune_json
@@ -36,6 +39,10 @@ def with_embedded_defaults(config: PreprocessConfig) -> PreprocessConfig:
 
 
 def run(config: PreprocessConfig) -> PreprocessResult:
+    from pipelines.data.model_inputs import row_processor_for
+    from pipelines.data.preprocess import preprocess
+    from pipelines.runtime import init_ray
+
     init_ray(writes={"output_dir": config.output_dir}, tracks=False)
     config = with_embedded_defaults(config)
     return preprocess(config, row_processor_for(config, config.model))

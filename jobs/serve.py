@@ -9,14 +9,13 @@
       -d '{"model": "llava-sp-cropping", "messages": [{"role": "user", "content": "Hello"}]}'
 
 Runs until interrupted (Ctrl-C or `ray job stop`), then removes the app. `detach=true` (with a running cluster,
-RAY_ADDRESS set) leaves the app deployed and returns. Options: pipelines/serve/config.py (ServeConfig).
+RAY_ADDRESS set) leaves the app deployed and returns. Every option: --help.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout or a Ray working dir
@@ -25,18 +24,13 @@ from pipelines.cli import parse_config, run_job
 from pipelines.serve.config import ServeConfig
 
 
-@dataclass
-class ServeJobConfig(ServeConfig):
-    detach: bool = False  # deploy and return (needs a cluster that outlives this process: RAY_ADDRESS)
-
-
 def main(argv: list[str] | None = None) -> int:
     def work() -> int:
-        from pipelines.serve.job import run_serve_job
-
-        config = parse_config(ServeJobConfig, argv, __doc__)
+        config = parse_config(ServeConfig, argv, __doc__)
         if config.detach and not os.environ.get("RAY_ADDRESS"):
             raise ValueError("detach=true needs a running cluster (RAY_ADDRESS); a local Ray ends with this process")
+        from pipelines.serve.job import run_serve_job
+
         run_serve_job(config, wait=not config.detach)
         return 0
 

@@ -7,7 +7,7 @@
         vision_tower=openai/clip-vit-large-patch14-336 pretrain_steps=2000 num_workers=8   # real weights, on GPUs
 
 Rows are the files in infra/configs/ablations/ (one per paper row). Results: an MLflow parent run "sweep" with the
-comparison table (ablations.md / .csv) and one child run per row. Options: pipelines/sweep.py (SweepConfig).
+comparison table (ablations.md / .csv) and one child run per row. Every option: --help.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout or a Ray working dir
 
 from pipelines.cli import parse_config, run_job
-from pipelines.sweep import SweepConfig, describe_rows
+from pipelines.sweep_config import SweepConfig, describe_rows
 
 
 def main(argv: list[str] | None = None) -> int:
     def work() -> int:
+        config = parse_config(SweepConfig, argv, f"{__doc__}\navailable rows:\n{describe_rows()}")
         from pipelines.sweep import run_sweep
 
-        config = parse_config(SweepConfig, argv, f"{__doc__}\navailable rows:\n{describe_rows()}")
         result = run_sweep(config)
         print(result.table_markdown)
         print(f"mlflow: parent run {result.parent_run_id} at {result.tracking_uri}")

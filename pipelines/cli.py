@@ -8,7 +8,8 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from pipelines.config import ConfigError, load_config
+from pipelines.config import ConfigError, load_config, to_yaml
+from pipelines.config_help import options_help
 
 T = TypeVar("T")
 
@@ -17,18 +18,29 @@ USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, PermissionError)
 
 
 def parse_config(schema: type[T], argv: list[str] | None, description: str) -> T:
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="YAML file with options (see infra/configs/)")
+    """The job's config from `--config FILE` and `key=value` arguments. --help lists every option (generated from
+    the schema); --print-config prints the resulting config as YAML, which --config reads back, and exits."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=f"configuration (key=value; a list's item by its index, e.g. models.0.name=x):\n"
+                                            f"{options_help(schema)}")
+    parser.add_argument("--config", help="YAML file with options (examples: infra/configs/)")
+    parser.add_argument("--print-config", action="store_true", help="print the whole configuration as YAML and exit")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="override one option")
     arguments = parser.parse_intermixed_args(argv)
-    return load_config(schema, arguments.config, arguments.overrides)
+    config = load_config(schema, arguments.config, arguments.overrides)
+    if arguments.print_config:
+        print(to_yaml(config), end="")
+        raise SystemExit(0)
+    return config
 
 
-def run_job(name: str, main: Callable[[], int | None]) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+def run_job(name: str, main: Callable[[], int | None], errors: tuple[type[BaseException], ...] = (),
+            log_level: str = "INFO") -> int:
+    """Run a command's body; a failure the user can fix (USER_ERRORS, and `errors`) is one line on stderr, exit 2."""
+    logging.basicConfig(level=log_level, format="%(asctime)s %(name)s: %(message)s")
     try:
         return int(main() or 0)
-    except USER_ERRORS as error:
-        message = str(error).replace("\n", " ")
+    except (*USER_ERRORS, *errors) as error:
+        message = " ".join(str(error).split())  # one line, a list of problems included
         print(f"{name}: error: {message}", file=sys.stderr)
         return 2

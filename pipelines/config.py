@@ -1,23 +1,38 @@
 """Job configuration: a dataclass is the schema, a YAML file an instance, `key=value` arguments override it.
 
-    cfg = load_config(PreprocessConfig, "infra/configs/preprocess.yaml", ["template=plain", "data=[a.json,b.json]"])
+    cfg = load_config(PreprocessConfig, "my-data.yaml", ["template=plain", "data=[a.json,b.json]", "models.0.name=x"])
 
-Values on the command line are parsed as YAML scalars/lists (so 3, 1e-3, true, [a, b] mean what they look like).
-Every problem (unknown key, wrong type) is collected and reported at once, before any Ray worker starts.
+Values on the command line are parsed as YAML scalars/lists (so 3, 1e-3, true, [a, b] mean what they look like);
+`models.0.name=x` sets a field of a list's item. pydantic validates the result against the schema (types,
+allowed values, unknown keys), every problem is reported at once, before any Ray worker starts. A field's meaning
+is the docstring under it, which `--help` shows.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
+from pydantic import BeforeValidator, ConfigDict, TypeAdapter, ValidationError
 
 T = TypeVar("T")
+
+# Every config is a pydantic dataclass, `@dataclass(config=OPTIONS)`, so that every construction is validated:
+# unknown keys are errors, numbers given for a str field are that str (name=12), and the docstring under a field
+# is its description.
+OPTIONS = ConfigDict(extra="forbid", coerce_numbers_to_str=True, use_attribute_docstrings=True)
+
+
+def _one_is_a_list(value: Any) -> Any:
+    return value if isinstance(value, (list, tuple)) else [value]
+
+
+# A list option that also takes a single value as a list of one: data=a.json is data=[a.json].
+StrList = Annotated[list[str], BeforeValidator(_one_is_a_list)]
 
 
 class ConfigError(ValueError):
@@ -36,11 +51,16 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
     problems: list[str] = []
     for override in overrides:
         key, separator, raw = override.partition("=")
-        if not separator or not key:
+        if not separator or not key.strip():
             problems.append(f"override {override!r} is not key=value")
             continue
-        _set_nested(values, key.strip().split("."), yaml.safe_load(raw) if raw.strip() else "")
-    config = _build(schema, values, "", problems)
+        problem = _set_path(schema, values, key.strip().split("."), yaml.safe_load(raw) if raw.strip() else "")
+        if problem:
+            problems.append(problem)
+    try:
+        config = TypeAdapter(schema).validate_python(values)
+    except ValidationError as error:
+        problems.extend(_describe(schema, detail) for detail in error.errors(include_url=False))
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
     return config
@@ -58,80 +78,89 @@ def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _set_nested(values: dict, keys: list[str], value: Any) -> None:
-    for key in keys[:-1]:
-        values = values.setdefault(key, {})
-    values[keys[-1]] = value
+def to_yaml(config: Any) -> str:
+    """The whole configuration as YAML that `--config` reads back (--print-config)."""
+    return yaml.safe_dump(dataclasses.asdict(config), sort_keys=False, allow_unicode=True)
 
 
-def _build(schema: type, values: dict[str, Any], where: str, problems: list[str]) -> Any:
-    hints = typing.get_type_hints(schema)
-    fields = {field.name: field for field in dataclasses.fields(schema)}
-    for key in sorted(set(values) - set(fields)):
-        problems.append(f"unknown option {where}{key!r}; allowed: {', '.join(fields)}")
-    arguments = {}
-    before = len(problems)  # unknown keys above do not stop the schema's own validation from reporting too
-    for name, field in fields.items():
-        if name not in values:
-            if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-                problems.append(f"option {where}{name!r} is required")
+def _set_path(schema: type, values: dict[str, Any], keys: list[str], value: Any) -> str | None:
+    """Set values[k1][k2]... = value; a number selects a list's item (models.0.name). A list the YAML does not hold
+    starts as the schema's default list. Returns the problem, if the path leads nowhere."""
+    container: Any = values
+    for depth, key in enumerate(keys[:-1]):
+        if isinstance(container, list):
+            if not key.isdigit() or int(key) >= len(container):
+                return f"{'.'.join(keys)}: {'.'.join(keys[:depth])} has {len(container)} items, no item {key!r}"
+            container = container[int(key)]
             continue
-        arguments[name] = _coerce(values[name], hints[name], f"{where}{name}", problems)
-    if len(problems) > before:
-        return None
-    try:
-        return schema(**arguments)
-    except (TypeError, ValueError) as error:
-        problems.append(f"{where.rstrip('.') or schema.__name__}: {error}")
-        return None
+        if not isinstance(container, dict):
+            return f"{'.'.join(keys)}: {'.'.join(keys[:depth])} is not a mapping"
+        if key not in container:
+            container[key] = _default_of(schema, keys[:depth + 1])
+        container = container[key]
+    last = keys[-1]
+    if isinstance(container, list):
+        if not last.isdigit() or int(last) >= len(container):
+            return f"{'.'.join(keys)}: {'.'.join(keys[:-1])} has {len(container)} items, no item {last!r}"
+        container[int(last)] = value
+    elif isinstance(container, dict):
+        container[last] = value
+    else:
+        return f"{'.'.join(keys)}: {'.'.join(keys[:-1])} is not a mapping"
+    return None
 
 
-def _coerce(value: Any, annotation: Any, name: str, problems: list[str]) -> Any:
-    origin = typing.get_origin(annotation)
-    arguments = typing.get_args(annotation)
-    if dataclasses.is_dataclass(annotation):
-        if not isinstance(value, dict):
-            problems.append(f"option {name!r} must be a mapping, got {value!r}")
-            return None
-        return _build(annotation, value, f"{name}.", problems)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in arguments:
-            return None
-        candidates = [argument for argument in arguments if argument is not type(None)]
-        for candidate in candidates:
-            trial: list[str] = []
-            coerced = _coerce(value, candidate, name, trial)
-            if not trial:
-                return coerced
-        problems.append(f"option {name!r} = {value!r} is not one of {', '.join(map(_type_name, candidates))}")
-        return None
-    if origin is typing.Literal:
-        if value not in arguments:
-            problems.append(f"option {name!r} = {value!r}; allowed: {', '.join(map(str, arguments))}")
-        return value
-    if origin in (list, tuple):
-        items = value if isinstance(value, (list, tuple)) else [value]  # a single value is a list of one
-        item_type = arguments[0] if arguments else Any
-        coerced = [_coerce(item, item_type, f"{name}[{index}]", problems) for index, item in enumerate(items)]
-        return coerced if origin is list else tuple(coerced)
-    if origin is dict or annotation is Any:
-        return value
-    if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if annotation is float and isinstance(value, str):
-        try:  # YAML 1.1 reads 2e-5 (no dot) as a string
-            return float(value)
-        except ValueError:
-            pass
-    if annotation is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    if isinstance(annotation, type) and not isinstance(value, annotation):
-        problems.append(f"option {name!r} must be {_type_name(annotation)}, got {value!r}")
-        return None
-    if annotation is int and isinstance(value, bool):
-        problems.append(f"option {name!r} must be int, got {value!r}")
-    return value
+def _default_of(schema: type, keys: list[str]) -> Any:
+    """The schema's default at a path (a list of items as plain dicts), {} where it has none."""
+    value: Any = _defaults(schema)
+    for key in keys:
+        if isinstance(value, list) and key.isdigit() and int(key) < len(value):
+            value = value[int(key)]
+        elif isinstance(value, dict) and key in value:
+            value = value[key]
+        else:
+            return {}
+    return copy.deepcopy(value)
 
 
-def _type_name(annotation: Any) -> str:
-    return getattr(annotation, "__name__", str(annotation))
+def _defaults(schema: type) -> dict[str, Any]:
+    result = {}
+    for field in dataclasses.fields(schema):
+        if field.default is not dataclasses.MISSING:
+            result[field.name] = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory()
+            result[field.name] = dataclasses.asdict(default) if dataclasses.is_dataclass(default) else (
+                [dataclasses.asdict(item) if dataclasses.is_dataclass(item) else item for item in default]
+                if isinstance(default, list) else default)
+    return result
+
+
+def _describe(schema: type, detail: dict[str, Any]) -> str:
+    """One line per pydantic error, naming the option as it is written on the command line."""
+    location = ".".join(str(part) for part in detail["loc"])
+    kind = detail["type"]
+    if kind == "unexpected_keyword_argument":
+        parent, _, name = location.rpartition(".")
+        allowed = _field_names(schema, parent)
+        return f"unknown option {location!r}" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
+    if kind == "missing_argument":
+        return f"option {location!r} is required"
+    if kind in ("value_error", "assertion_error"):  # a schema's own check (__post_init__) of the whole config
+        message = detail["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        return f"{location}: {message}" if location else message
+    return f"option {location!r} = {detail['input']!r}: {detail['msg']}"
+
+
+def _field_names(schema: type, location: str) -> list[str]:
+    """The option names of the dataclass at a location ('' = the schema, 'models.0' = an item of models)."""
+    current: Any = schema
+    for part in location.split(".") if location else []:
+        if part.isdigit():  # an item of a list: the same dataclass
+            continue
+        hint = typing.get_type_hints(current).get(part)
+        current = next((candidate for candidate in (hint, *typing.get_args(hint))
+                        if dataclasses.is_dataclass(candidate)), None)
+        if current is None:
+            return []
+    return [field.name for field in dataclasses.fields(current)]

@@ -11,7 +11,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pipelines.synthetic import SyntheticConfig, SyntheticDataset, generate_synthetic_dataset
+from pipelines.synthetic import (
+    SyntheticConfig,
+    SyntheticDataset,
+    generate_synthetic_dataset,
+)
 from sp_core.tiny import save_tiny_model
 
 

@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -27,73 +27,18 @@ from mlflow import MlflowClient
 
 from pipelines import tracking
 from pipelines.defaults import embedded_dataset, embedded_model_dir, home
+from pipelines.demo_config import SIDE_BY_SIDE_CPUS, VARIANTS, DemoConfig
 from pipelines.evaluate.config import EvalBenchmark, EvalModel, EvaluateConfig
 from pipelines.evaluate.run import EvaluationResult, evaluate
 from pipelines.model_source import RUN_MODEL_ARTIFACT
-from pipelines.synthetic import SyntheticConfig, SyntheticDataset
-from pipelines.train.config import TrainConfig
 from pipelines.runtime import init_ray
 from pipelines.shared_base import graft_base_weights
+from pipelines.synthetic import SyntheticDataset
+from pipelines.train.config import TrainConfig
 from pipelines.train.job import STAGE_TEMPLATES, embedded_data_dir, run_stage
 from pipelines.train.launch import TrainResult
 
 logger = logging.getLogger(__name__)
-
-# The paper's Tab. 1 rows, as tiny models: (table name, sp_variant).
-VARIANTS = (("llava-1.5", "none"), ("sp-cropping", "cropping"), ("sp-pooling", "pooling"))
-SIDE_BY_SIDE_CPUS = 0.5  # Ray CPUs of each evaluation actor and the Serve replica, all running at once at the end
-
-
-@dataclass
-class DemoConfig:
-    variants: list[str] = field(default_factory=lambda: [name for name, _ in VARIANTS])  # subset of VARIANTS names
-    # What makes the tiny models read the image within the demo's budget (README: what the demo's tiny models learn).
-    image_size: int = 112  # an 8 x 8 patch grid: at 336 px (24 x 24) the tiny models learn nothing in this budget
-    sp_num_tokens: int = 4  # SP variants on the 8 x 8 grid (the paper's 6 needs the 24 x 24 one)
-    sp_dfi_kernel: int = 4
-    train_images: int = 4000  # images of the synthetic set's stage-1 captions and stage-2 conversations
-    # The paper starts every variant from Vicuna; the demo's stand-in is the tiny LLM (with the baseline's patch MLP)
-    # trained once on the captions and shared by all variants. Without it stage 2 learns every answer from the
-    # question text alone: a randomly initialised LLM never learns to read image tokens in this budget otherwise.
-    base_steps: int = 2500
-    base_lr: float = 3e-3
-    # Stage 1 of each variant, as in the paper: the projector and SP modules on the captions, the LLM frozen.
-    pretrain_steps: int = 200
-    pretrain_lr: float = 1e-3
-    finetune_steps: int = 1000
-    finetune_lr: float = 1e-3
-    full_finetune: bool = True  # False: LoRA as in the paper's script
-    lora_r: int = 16  # the tiny LLM is 64 wide: the paper's r=128 would be wider than the model
-    micro_batch_size: int = 8
-    # Each run on one Ray Train worker, the variants side by side: DeepSpeed's collectives cost more than these tiny
-    # steps, and the runs' start-ups overlap. num_workers=2 parallel=false is the one-run-at-a-time layout.
-    num_workers: int = 1
-    parallel: bool = True
-    eval_questions: int = 0  # 0 = the whole synthetic test split
-    eval_max_new_tokens: int = 8  # answers are one word
-    register_models: bool = True  # MLflow Model Registry: llava-sp-demo-<variant>@demo
-    serve_port: int = 8000
-    experiment: str = "llava-sp-demo"
-
-    def __post_init__(self) -> None:
-        known = [name for name, _ in VARIANTS]
-        unknown = [name for name in self.variants if name not in known]
-        if unknown or not self.variants:
-            raise ValueError(f"variants={self.variants}; choose from {known}")
-        for name in ("base_steps", "pretrain_steps", "finetune_steps", "micro_batch_size", "num_workers",
-                     "train_images"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
-
-    @property
-    def synthetic(self) -> SyntheticConfig:
-        return SyntheticConfig(train_images=self.train_images)
-
-    def model_options(self, variant: str) -> dict:
-        """The tiny model of a variant at the demo's size (embedded_model_dir options)."""
-        sp = {} if variant == "none" else {"sp_num_tokens": self.sp_num_tokens, "sp_dfi_kernel": self.sp_dfi_kernel}
-        return {"image_size": self.image_size, **sp}
-
 
 @dataclass
 class DemoResult:

@@ -13,75 +13,23 @@ Ray trainers, evaluates on the synthetic test split, and files it all under one 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import yaml
 from mlflow import MlflowClient
 
 from pipelines import tracking
-from pipelines.config import load_config
 from pipelines.defaults import embedded_dataset, embedded_model_dir, home
 from pipelines.evaluate import report
 from pipelines.evaluate.config import EvalModel, EvaluateConfig
 from pipelines.evaluate.run import evaluate
+from pipelines.sweep_config import AblationRow, SweepConfig, load_row
 from pipelines.train.config import TrainConfig
 from pipelines.train.job import run_stage
 
 logger = logging.getLogger(__name__)
 
-ABLATIONS_DIR = Path(__file__).resolve().parents[1] / "infra" / "configs" / "ablations"
 PARENT_TAG = "mlflow.parentRunId"
-
-
-@dataclass
-class AblationRow:
-    """One row of the paper's ablation tables: the projector options that make it."""
-
-    name: str = ""
-    table: str = ""  # "Tab. 4"
-    row: str = ""  # the row label as the paper prints it
-    sp_variant: str = "cropping"
-    sp_num_tokens: int = 6
-    sp_extractor: str = "conv"
-    sp_dfi: bool = True
-    sp_dfi_kernel: int = 16
-
-    def model_options(self) -> dict:
-        return {key: value for key, value in asdict(self).items() if key.startswith("sp_")}
-
-
-@dataclass
-class SweepConfig:
-    rows: list[str] = field(default_factory=lambda: ["tab6-baseline", "tab6-sfe-cropping", "tab6-dfi-cropping-k16"])
-    # Real weights: both set = build each row's starting model with llava-sp-init; both "" = tiny models.
-    base_llm: str = ""
-    vision_tower: str = ""
-    pretrain_steps: int = 20
-    finetune_steps: int = 30
-    lr: float = 2e-3
-    micro_batch_size: int = 4
-    num_workers: int = 2
-    eval_questions: int = 60
-    experiment: str = "llava-sp-sweep"
-
-    def __post_init__(self) -> None:
-        problems = []
-        known = sorted(path.stem for path in ABLATIONS_DIR.glob("*.yaml"))
-        unknown = [row for row in self.rows if row not in known]
-        if unknown or not self.rows:
-            problems.append(f"rows {unknown or '[]'} unknown; available: {', '.join(known)}")
-        if bool(self.base_llm) != bool(self.vision_tower):
-            problems.append("base_llm and vision_tower go together (real weights), or both stay empty (tiny)")
-        for name in ("pretrain_steps", "finetune_steps", "micro_batch_size", "num_workers"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name}={getattr(self, name)} must be at least 1")
-        if problems:
-            raise ValueError("; ".join(problems))
-
-
-def load_row(name: str) -> AblationRow:
-    return load_config(AblationRow, ABLATIONS_DIR / f"{name}.yaml")
 
 
 @dataclass
@@ -188,12 +136,3 @@ def _comparison(rows: list[AblationRow], results: dict[str, dict]) -> tuple[list
                       f"{result['accuracy']:.3f}", *(f"{result.get(f'{kind}/accuracy', float('nan')):.3f}"
                                                      for kind in types)])
     return header, lines
-
-
-def describe_rows() -> str:
-    """The available rows, for --help and error messages."""
-    lines = []
-    for path in sorted(ABLATIONS_DIR.glob("*.yaml")):
-        row = yaml.safe_load(path.read_text())
-        lines.append(f"  {path.stem:24s} {row['table']}: {row['row']}")
-    return "\n".join(lines)

@@ -1,25 +1,29 @@
 """sp_core: the LLaVA-SP model in pure PyTorch + transformers (no Ray, no MLflow).
 
-Importing sp_core registers the 'llava_sp' model type with the transformers Auto classes.
+`import sp_core` is cheap (a job's configuration and --help load without torch): the model classes below load on
+first use, and loading them registers model_type 'llava_sp' with the transformers Auto classes.
 """
 
-from sp_core.config import LlavaSPConfig, LlavaSPConfigError
-from sp_core.modeling import (
-    LlavaSPForConditionalGeneration,
-    LlavaSPInputError,
-    LlavaSPModel,
-    register_auto_classes,
-)
-from sp_core.projector import LlavaSPProjector, LlavaSPProjectorOutput
+from __future__ import annotations
 
-register_auto_classes()
+import importlib
+from typing import Any
 
-__all__ = [
-    "LlavaSPConfig",
-    "LlavaSPConfigError",
-    "LlavaSPForConditionalGeneration",
-    "LlavaSPInputError",
-    "LlavaSPModel",
-    "LlavaSPProjector",
-    "LlavaSPProjectorOutput",
-]
+_EXPORTS = {
+    "LlavaSPConfig": "sp_core.config",
+    "LlavaSPConfigError": "sp_core.config",
+    "LlavaSPForConditionalGeneration": "sp_core.modeling",
+    "LlavaSPInputError": "sp_core.modeling",
+    "LlavaSPModel": "sp_core.modeling",
+    "LlavaSPProjector": "sp_core.projector",
+    "LlavaSPProjectorOutput": "sp_core.projector",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: the module's attributes, imported when first asked for
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'sp_core' has no attribute {name!r}")
+    importlib.import_module("sp_core.modeling")  # registers the Auto classes, whichever class was asked for
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -9,15 +9,15 @@ from the vision and text configs, so the same options work for the paper's 24 x 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
 from huggingface_hub.dataclasses import strict
+from pydantic import ValidationError
 from transformers import LlavaConfig
 
-SP_VARIANTS = ("none", "cropping", "pooling", "sliding_window")
-SP_EXTRACTORS = ("conv", "transformer")
+from sp_core.sp_options import SP_OPTION_FIELDS, SPOptions
+
 # Vision towers whose sequence starts with a CLS token ("default" drops it) and those that are all patches ("full").
 VISION_TOWERS_WITH_CLS = ("clip_vision_model",)
 VISION_TOWERS_WITHOUT_CLS = ("siglip_vision_model",)
@@ -37,37 +37,21 @@ class SpatialSchedule:
 
 @strict
 class LlavaSPConfig(LlavaConfig):
-    r"""
-    LLaVA config with the LLaVA-SP projector options (all prefixed `sp_`).
-
-    sp_variant: how the SFE builds its views of the patch grid. "none" is plain LLaVA-1.5 (no spatial tokens);
-        "cropping" takes centred crops from the centre outwards; "pooling" adaptive-average-pools the whole grid
-        from coarse to fine; "sliding_window" cuts the grid into equal windows, top-to-bottom, left-to-right
-        (the paper's Tab. 5 ablation).
-    sp_num_tokens: spatial tokens per image (1, 3, 6 or 12 for the paper's 24 x 24 grid; 6 in the paper).
-    sp_extractor: what reduces a view to one token: "conv" (a conv whose kernel covers the view, the paper's
-        choice) or "transformer" (a small encoder-decoder with a learned query, the Tab. 3 ablation).
-    sp_dfi: add the Detail Feature Integrator.
-    sp_dfi_kernel: even kernel of the DFI's stride-2 conv over the grid; on 24 x 24, 16/12/8/4 give
-        5x5/7x7/9x9/11x11 keys.
-    sp_channels: SFE/DFI channel width; None means half the vision width (512 for CLIP-L).
-    sp_projector_bias: bias of the linear layer that maps spatial features to the LLM width (the official
-        cropping+DFI model has one, the official pooling models do not).
-    sp_transformer_layers / sp_transformer_heads: size of the transformer extractor.
-    freeze_vision_tower: keep the vision tower's parameters frozen (LLaVA never trains it).
-    """
+    """LLaVA config with the LLaVA-SP projector options, all prefixed `sp_`: their meaning, allowed values and defaults
+    are `sp_core.sp_options.SPOptions`; this class adds the checks that depend on the vision tower's grid.
+    freeze_vision_tower: keep the vision tower's parameters frozen (LLaVA never trains it)."""
 
     model_type = "llava_sp"
 
-    sp_variant: str = "pooling"
-    sp_num_tokens: int = 6
-    sp_extractor: str = "conv"
-    sp_dfi: bool = True
-    sp_dfi_kernel: int = 16
-    sp_channels: int | None = None
-    sp_projector_bias: bool = True
-    sp_transformer_layers: int = 2
-    sp_transformer_heads: int = 4
+    sp_variant: str = SPOptions.sp_variant
+    sp_num_tokens: int = SPOptions.sp_num_tokens
+    sp_extractor: str = SPOptions.sp_extractor
+    sp_dfi: bool = SPOptions.sp_dfi
+    sp_dfi_kernel: int = SPOptions.sp_dfi_kernel
+    sp_channels: int | None = SPOptions.sp_channels
+    sp_projector_bias: bool = SPOptions.sp_projector_bias
+    sp_transformer_layers: int = SPOptions.sp_transformer_layers
+    sp_transformer_heads: int = SPOptions.sp_transformer_heads
     freeze_vision_tower: bool = True
 
     @classmethod
@@ -79,7 +63,7 @@ class LlavaSPConfig(LlavaConfig):
         if "mm_vision_tower" in config_dict and "text_config" not in config_dict:
             raise LlavaSPConfigError(
                 "this is an official LLaVA / LLaVA-SP checkpoint (LlavaLlamaForCausalLM: a LLaMA config with "
-                "mm_vision_tower); convert it first: llava-sp-convert --checkpoint DIR --out NEW_DIR"
+                "mm_vision_tower); convert it first: llava-sp-convert checkpoint=DIR out=NEW_DIR"
             )
         # Our model type, not the file's: transformers finds our classes' key renaming rules by it.
         if config_dict.pop("model_type", cls.model_type) == LlavaConfig.model_type:
@@ -142,14 +126,13 @@ class LlavaSPConfig(LlavaConfig):
     # ---- validation --------------------------------------------------------------------------------------------
 
     def _sp_problems(self) -> list[str]:
+        try:  # each option on its own: type, allowed values, bounds
+            SPOptions(**{name: getattr(self, name) for name in SP_OPTION_FIELDS})
+        except ValidationError as error:
+            return [f"{detail['loc'][0]}={detail['input']!r}: {detail['msg']}" for detail in error.errors()]
         problems: list[str] = []
-        if self.sp_variant not in SP_VARIANTS:
-            problems.append(f"sp_variant={self.sp_variant!r} is unknown; allowed: {', '.join(SP_VARIANTS)}")
-            return problems
         if self.sp_variant == "none":
             return problems
-        if self.sp_extractor not in SP_EXTRACTORS:
-            problems.append(f"sp_extractor={self.sp_extractor!r} is unknown; allowed: {', '.join(SP_EXTRACTORS)}")
         grid = self.grid_size
         allowed_tokens = allowed_token_counts(self.sp_variant, grid)
         if self.sp_num_tokens not in allowed_tokens:
@@ -164,8 +147,6 @@ class LlavaSPConfig(LlavaConfig):
                     f"sp_dfi_kernel={self.sp_dfi_kernel} is not possible on a {grid}x{grid} grid (even, at most the "
                     f"grid); allowed: {', '.join(map(str, allowed_kernels))}"
                 )
-        if self.sp_channels is not None and self.sp_channels < 1:
-            problems.append(f"sp_channels={self.sp_channels} must be a positive width (or None for half the vision width)")
         strategy = self.square_grid_strategy or "default"
         if self.vision_feature_select_strategy != strategy:
             problems.append(
@@ -176,15 +157,11 @@ class LlavaSPConfig(LlavaConfig):
             problems.append(
                 f"sp_transformer_heads={self.sp_transformer_heads} must divide the SFE width {self.spatial_channels}"
             )
-        if self.sp_transformer_layers < 1:
-            problems.append(f"sp_transformer_layers={self.sp_transformer_layers} must be at least 1")
         return problems
 
 
 # Every option LlavaSPConfig adds to LlavaConfig, for whatever takes them by name (load_llava_sp, llava-sp-init).
-SP_OPTION_NAMES = tuple(field.name for field in dataclasses.fields(LlavaSPConfig) if field.name.startswith("sp_")) + (
-    "freeze_vision_tower",
-)
+SP_OPTION_NAMES = (*SP_OPTION_FIELDS, "freeze_vision_tower")
 
 
 # ---- the schedule of views, derived from the grid size ------------------------------------------------------------
@@ -228,5 +205,4 @@ def spatial_schedule(variant: str, grid: int, num_tokens: int) -> SpatialSchedul
     return SpatialSchedule((), ())
 
 
-__all__ = ["LlavaSPConfig", "LlavaSPConfigError", "SP_OPTION_NAMES", "SpatialSchedule", "spatial_schedule", "SP_VARIANTS",
-           "SP_EXTRACTORS"]
+__all__ = ["LlavaSPConfig", "LlavaSPConfigError", "SP_OPTION_NAMES", "SpatialSchedule", "spatial_schedule"]

@@ -9,18 +9,16 @@ and shapes.
 
 Command line (one whole official checkpoint -> one model directory loadable with sp_core.loading.load_llava_sp):
 
-    llava-sp-convert --checkpoint ./llava-sp-cropping-lora --base-llm lmsys/vicuna-7b-v1.5 \
-        --vision-tower openai/clip-vit-large-patch14-336 --out ./llava-sp-cropping-hf
-    llava-sp-convert --checkpoint ./llava-sp-pooling-full --out ./llava-sp-pooling-hf   # a full (non-LoRA) output
+    llava-sp-convert checkpoint=./llava-sp-cropping-lora base_llm=lmsys/vicuna-7b-v1.5 \
+        vision_tower=openai/clip-vit-large-patch14-336 out=./llava-sp-cropping-hf
+    llava-sp-convert checkpoint=./llava-sp-pooling-full out=./llava-sp-pooling-hf   # a full (non-LoRA) output
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,10 +26,8 @@ import torch
 from transformers import CLIPVisionConfig, LlamaConfig
 
 from sp_core.config import LlavaSPConfig, LlavaSPConfigError
-from sp_core.checkpoint_check import LlavaSPCheckpointError
 from sp_core.official_checkpoint import (
     FULL_WEIGHT_FILES,
-    OfficialFullCheckpointError,
     assemble_full_model,
     assemble_model,
     full_weights_file,
@@ -302,12 +298,12 @@ def convert_official_checkpoint(
     official_config = _official_config(checkpoint)
     vision_tower = vision_tower or official_config.get("mm_vision_tower")
     if not vision_tower:
-        raise ValueError(f"{checkpoint}: its config.json names no mm_vision_tower; pass --vision-tower")
+        raise ValueError(f"{checkpoint}: its config.json names no mm_vision_tower; pass vision_tower=...")
     if checkpoint.is_dir() and full_weights_file(checkpoint) is not None:
         if base_llm is not None:
             raise ValueError(
                 f"{checkpoint} is a full checkpoint ({full_weights_file(checkpoint).name}): it carries its own "
-                "language model and tokenizer, so --base-llm must not be given"
+                "language model and tokenizer, so base_llm= must not be given"
             )
         projector_state, language_model_state, vision_state = split_full_checkpoint(
             read_full_checkpoint(checkpoint), _is_projector_key)
@@ -322,7 +318,7 @@ def convert_official_checkpoint(
             f"a LoRA or stage-1 output ({', '.join(PROJECTOR_FILES)})"
         )
     if base_llm is None:
-        raise ValueError(f"{checkpoint} holds only the projector ({projector_file.name}): pass --base-llm, the LLM "
+        raise ValueError(f"{checkpoint} holds only the projector ({projector_file.name}): pass base_llm=..., the LLM "
                          "it was trained on")
     trainables = read_state_dict(projector_file)
     others = sorted(key for key in trainables if not _is_projector_key(key))
@@ -343,31 +339,3 @@ def convert_official_checkpoint(
         out=Path(out),
         dtype=dtype,
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="llava-sp-convert", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", required=True, type=Path,
-                        help="official output dir: full (pytorch_model*.bin / model*.safetensors), LoRA (adapter_* + "
-                             "non_lora_trainables.bin) or stage 1 (mm_projector.bin); or a projector file")
-    parser.add_argument("--base-llm", help="LoRA / stage 1 only: the Vicuna-1.5 path or hub id it was trained on")
-    parser.add_argument("--vision-tower",
-                        help="CLIP vision tower path or hub id (default: the checkpoint config's mm_vision_tower)")
-    parser.add_argument("--out", required=True, type=Path, help="output directory (HF format, safetensors)")
-    parser.add_argument("--dtype", default="float16", choices=("float16", "bfloat16", "float32"))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        out = convert_official_checkpoint(
-            args.checkpoint, args.base_llm, args.vision_tower, args.out, dtype=getattr(torch, args.dtype),
-        )
-    except (OfficialCheckpointError, OfficialFullCheckpointError, LlavaSPCheckpointError, FileNotFoundError,
-            ValueError) as error:
-        print(f"llava-sp-convert: {error}", file=sys.stderr)
-        return 2
-    print(f"wrote {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -21,17 +21,17 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import Literal, get_args
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-ImageDecoding = Literal["llava", "display"]
-IMAGE_DECODINGS: tuple[str, ...] = get_args(ImageDecoding)
-DEFAULT_DECODING: ImageDecoding = "llava"
-
-# PIL's own decompression-bomb threshold (Image.MAX_IMAGE_PIXELS), about 0.25 GB of RGB pixels.
-DEFAULT_MAX_PIXELS = 89_478_485
+from sp_core.image_options import (
+    DEFAULT_DECODING,
+    DEFAULT_MAX_PIXELS,
+    IMAGE_DECODINGS,
+    ImageDecoding,
+    decoding_problem,
+)
 
 
 class ImageError(ValueError):
@@ -56,13 +56,6 @@ class ImageTooLargeError(ImageError):
     """Width x height is over the pixel budget: a possible decompression bomb, rejected before decoding."""
 
     reason = "image_too_large"
-
-
-def decoding_problem(decoding: str) -> str | None:
-    """What is wrong with a config's image_decoding value, or None."""
-    if decoding in IMAGE_DECODINGS:
-        return None
-    return f"image_decoding={decoding!r}; allowed: {', '.join(IMAGE_DECODINGS)}"
 
 
 def load_rgb_image(source: bytes | str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,

@@ -23,7 +23,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from sp_core.image_decoding import DEFAULT_DECODING, decoding_problem, to_rgb
+from sp_core.image_decoding import to_rgb
+from sp_core.image_options import (
+    ASPECT_MODES,
+    DEFAULT_ASPECT,
+    DEFAULT_RESIZE,
+    RESIZE_BACKENDS,
+    AspectMode,
+    ResizeBackend,
+)
 
 # OpenAI CLIP normalisation, the values every LLaVA-1.5 vision tower uses; equal to sp_core.processing's constants
 # (a test pins this), repeated here so this module does not import transformers.
@@ -32,32 +40,10 @@ CLIP_IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
 # SigLIP's normalisation (SiglipImageProcessor's defaults).
 SIGLIP_IMAGE_MEAN = SIGLIP_IMAGE_STD = (0.5, 0.5, 0.5)
 
-AspectMode = Literal["pad", "square"]
-ASPECT_MODES: tuple[str, ...] = get_args(AspectMode)
-
-ResizeBackend = Literal["torch", "pil"]
-RESIZE_BACKENDS: tuple[str, ...] = get_args(ResizeBackend)
-
 # How an image meets the tower's square: "crop" (CLIP: shortest edge to S, centre crop) or "squash" (SigLIP: both
 # sides to S). After "pad" the image is already square, so the two agree there.
 FitMode = Literal["crop", "squash"]
 FIT_MODES: tuple[str, ...] = get_args(FitMode)
-
-# The defaults every config and loader shares: LLaVA-1.5's padding, and Pillow's resize, which the official LLaVA-1.5
-# code and CLIPImageProcessorPil (transformers' CLIPImageProcessor without torchvision) run (see `resize_bicubic`).
-DEFAULT_ASPECT: AspectMode = "pad"
-DEFAULT_RESIZE: ResizeBackend = "pil"
-
-
-def image_option_problems(aspect: str, resize: str, decoding: str = DEFAULT_DECODING) -> list[str]:
-    """What is wrong with a config's image_aspect / image_resize / image_decoding, one message per bad value."""
-    problems = [decoding_problem(decoding)] if decoding_problem(decoding) else []
-    if aspect not in ASPECT_MODES:
-        problems.append(f"image_aspect={aspect!r}; allowed: {', '.join(ASPECT_MODES)}")
-    if resize not in RESIZE_BACKENDS:
-        problems.append(f"image_resize={resize!r}; allowed: {', '.join(RESIZE_BACKENDS)}")
-    return problems
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # Geometry

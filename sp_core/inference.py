@@ -39,7 +39,13 @@ from sp_core.generation_types import (
     PreparedRequest,
     SamplingParams,
 )
-from sp_core.image_processing import DEFAULT_ASPECT, DEFAULT_RESIZE, AspectMode, LlavaSPImageProcessor, ResizeBackend
+from sp_core.image_options import (
+    DEFAULT_ASPECT,
+    DEFAULT_RESIZE,
+    AspectMode,
+    ResizeBackend,
+)
+from sp_core.image_processing import LlavaSPImageProcessor
 from sp_core.loading import load_llava_sp
 from sp_core.modeling import LlavaSPForConditionalGeneration
 

@@ -5,16 +5,16 @@ vision tower (CLIP-ViT-L/14-336) are loaded as they are and stay frozen; the pro
 for LLaVA-SP, the SFE/DFI modules) is new. This writes that model as one safetensors directory, with tokenizer,
 processor and generation config, which sp_core.loading.load_llava_sp, jobs/preprocess.py and jobs/pretrain.py open:
 
-    llava-sp-init --base-llm lmsys/vicuna-7b-v1.5 --vision-tower openai/clip-vit-large-patch14-336 \
-        --out /shared/llava-sp/models/init-sp-cropping --sp-variant cropping --sp-dfi --sp-dfi-kernel 16
-    python -m sp_core.init_model --help
+    llava-sp-init base_llm=lmsys/vicuna-7b-v1.5 vision_tower=openai/clip-vit-large-patch14-336 \
+        out=/shared/llava-sp/models/init-sp-cropping sp_variant=cropping sp_dfi=true sp_dfi_kernel=16
+    llava-sp-init --help    (the command line: pipelines/commands/init_model.py)
 
 What differs from the sources:
 - tokenizer: "<image>" is added as a special token (the official code splices at the sentinel id -200 instead;
   transformers' Llava needs a real id), and pad = unk, as LLaVA sets it for Vicuna;
 - LLM: the input embeddings and lm_head gain one row per added token, started at the mean of the old rows
   (resize_token_embeddings(mean_resizing=True), like LLaVA's smart_tokenizer_and_embedding_resize); every old row
-  and every other weight is the source's, bit for bit (in the source dtype; --dtype converts);
+  and every other weight is the source's, bit for bit (in the source dtype; dtype= converts);
 - projector: initialised by the model's own _init_weights (LlavaSPPreTrainedModel) from `seed`;
 - processor: the vision tower's image processor (its preprocessor_config.json, else CLIP's or SigLIP's defaults),
   with <image> expanded to the model's image_tokens_per_image placeholders (576, or 582 with 6 spatial tokens);
@@ -25,11 +25,9 @@ What differs from the sources:
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -54,15 +52,15 @@ from transformers.utils import (
 )
 from transformers.utils.hub import has_file
 
-from sp_core.checkpoint_check import NON_VISION_PARTS, LlavaSPCheckpointError, load_exactly
+from sp_core.checkpoint_check import (
+    NON_VISION_PARTS,
+    load_exactly,
+)
 from sp_core.config import (
-    SP_EXTRACTORS,
     SP_OPTION_NAMES,
-    SP_VARIANTS,
     VISION_TOWERS_WITH_CLS,
     VISION_TOWERS_WITHOUT_CLS,
     LlavaSPConfig,
-    LlavaSPConfigError,
 )
 from sp_core.image_processing import LlavaSPImageProcessor
 from sp_core.modeling import LlavaSPForConditionalGeneration, default_generation_config
@@ -341,46 +339,3 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
-
-
-# ---- command line ---------------------------------------------------------------------------------------------------
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="llava-sp-init", description=__doc__.split("\n\n")[0],
-        epilog="Unset --sp-* options keep LlavaSPConfig's defaults (pooling, 6 tokens, conv, DFI kernel 16).",
-    )
-    parser.add_argument("--base-llm", required=True, help="causal LLM dir or hub id, e.g. lmsys/vicuna-7b-v1.5")
-    parser.add_argument("--vision-tower", required=True,
-                        help="CLIP or SigLIP dir or hub id, e.g. openai/clip-vit-large-patch14-336")
-    parser.add_argument("--out", required=True, type=Path, help="new output directory (safetensors)")
-    parser.add_argument("--dtype", default="float32", choices=tuple(DTYPES), help="dtype of the saved weights")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the projector's initialisation")
-    sp = parser.add_argument_group("LLaVA-SP projector (LlavaSPConfig options)")
-    sp.add_argument("--sp-variant", choices=SP_VARIANTS, help="none = the LLaVA-1.5 baseline")
-    sp.add_argument("--sp-num-tokens", type=int, help="spatial tokens per image (paper: 6)")
-    sp.add_argument("--sp-extractor", choices=SP_EXTRACTORS)
-    sp.add_argument("--sp-dfi", action=argparse.BooleanOptionalAction, help="the Detail Feature Integrator")
-    sp.add_argument("--sp-dfi-kernel", type=int, help="DFI conv kernel (16 -> 5x5 keys on a 24x24 grid)")
-    sp.add_argument("--sp-channels", type=int, help="SFE/DFI width (default: half the vision width)")
-    sp.add_argument("--sp-projector-bias", action=argparse.BooleanOptionalAction,
-                    help="bias of the spatial tokens' Linear")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-
-    names = ("sp_variant", "sp_num_tokens", "sp_extractor", "sp_dfi", "sp_dfi_kernel", "sp_channels",
-             "sp_projector_bias")
-    sp_options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-    try:
-        out = build_initial_model(args.base_llm, args.vision_tower, args.out, dtype=DTYPES[args.dtype],
-                                  seed=args.seed, **sp_options)
-    except (InitModelError, LlavaSPConfigError, LlavaSPCheckpointError, OSError, ValueError) as error:
-        print(f"llava-sp-init: {_one_line(error)}", file=sys.stderr)
-        return 2
-    print(f"wrote {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -38,10 +38,6 @@ from sp_core.transformers_compat import CACHE_KEYWORD, pre_encoded_images
 
 logger = logging.getLogger(__name__)
 
-# PEFT matches target_modules by name suffix, and CLIP has q_proj/v_proj too: anchor LoRA to the language model.
-LANGUAGE_MODEL_LORA_TARGETS = (
-    r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
-)
 
 class LlavaSPInputError(ValueError):
     """Model inputs that cannot go together (pixel shape, image count vs placeholders)."""
@@ -191,7 +187,6 @@ def register_auto_classes() -> None:
 
 
 __all__ = [
-    "LANGUAGE_MODEL_LORA_TARGETS",
     "LlavaSPForConditionalGeneration",
     "LlavaSPInputError",
     "LlavaSPModel",
@@ -199,3 +194,6 @@ __all__ = [
     "default_generation_config",
     "register_auto_classes",
 ]
+
+# Any use of the model classes makes saved llava_sp checkpoints loadable through the Auto classes.
+register_auto_classes()

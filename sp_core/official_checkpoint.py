@@ -25,11 +25,24 @@ from typing import TYPE_CHECKING
 import torch
 from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
 from safetensors.torch import load_file
-from transformers import CONFIG_MAPPING, AutoModel, AutoModelForCausalLM, PreTrainedConfig
-from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_MAPPING
+from transformers import (
+    CONFIG_MAPPING,
+    AutoModel,
+    AutoModelForCausalLM,
+    PreTrainedConfig,
+)
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING,
+    MODEL_MAPPING,
+)
 
 from sp_core.checkpoint_check import NON_VISION_PARTS, load_exactly
-from sp_core.init_model import IMAGE_TOKEN, image_processor_of, load_tokenizer, vision_config_of
+from sp_core.init_model import (
+    IMAGE_TOKEN,
+    image_processor_of,
+    load_tokenizer,
+    vision_config_of,
+)
 from sp_core.modeling import LlavaSPForConditionalGeneration, default_generation_config
 from sp_core.processing import build_llava_sp_processor
 from sp_core.projector import LlavaSPProjector

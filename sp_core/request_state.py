@@ -7,7 +7,13 @@ from typing import TYPE_CHECKING
 import torch
 
 from sp_core.answer_text import AnswerText
-from sp_core.generation_types import FINISH_LENGTH, FINISH_STOP, GenerationResult, PreparedRequest, SamplingParams
+from sp_core.generation_types import (
+    FINISH_LENGTH,
+    FINISH_STOP,
+    GenerationResult,
+    PreparedRequest,
+    SamplingParams,
+)
 
 if TYPE_CHECKING:
     from sp_core.inference import LlavaSPGenerator

@@ -6,7 +6,7 @@
     answers = [answer_record(question, generate(question), model_id="llava-sp") for question in questions]
     metrics = benchmark.evaluate(answers, Path("llava_pope_test.jsonl"), annotations=Path("pope/coco"))
 
-Pure Python (no Ray, no torch); `python -m pipelines.benchmarks.score_cli score --help` scores answer files.
+Pure Python (no Ray, no torch); `python jobs/score.py --help` scores answer files.
 """
 
 from pipelines.benchmarks.base import (

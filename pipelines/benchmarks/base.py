@@ -78,7 +78,10 @@ class Benchmark(ABC):
         """score() on the answer lines that match a question of the question file (of repeated ones, the last),
         plus the counts of unmatched and duplicate answer lines and unanswered questions, so nothing is dropped
         unseen; strict: any of them is an error instead, naming the question ids."""
-        from pipelines.benchmarks.records import check_answers, match_answers  # records imports this module
+        from pipelines.benchmarks.records import (  # records imports this module
+            check_answers,
+            match_answers,
+        )
 
         check_answers(answers)
         question_keys = [self.question_key(question) for question in self.load_questions(questions_path)]

@@ -39,7 +39,11 @@ from pipelines.benchmarks.records import (
     require_fields,
     warn_missing,
 )
-from pipelines.benchmarks.vqa_accuracy import HUMAN_ANSWERS, normalize_answer, vqa_accuracy
+from pipelines.benchmarks.vqa_accuracy import (
+    HUMAN_ANSWERS,
+    normalize_answer,
+    vqa_accuracy,
+)
 
 OPTION_LETTER = re.compile(r"^\(?([A-Z])(?![A-Za-z])")
 YES_NO = ("yes", "no")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from transformers import AutoConfig, AutoTokenizer
 
-import sp_core  # noqa: F401  (registers model_type "llava_sp" for AutoConfig)
-from pipelines.data.preprocess import PreprocessConfig
+import sp_core.modeling  # noqa: F401  (registers model_type "llava_sp" for AutoConfig)
+from pipelines.data.config import PreprocessConfig
 from pipelines.data.rows import RowProcessor
 from sp_core.image_processing import LlavaSPImageProcessor
 

@@ -30,81 +30,22 @@ import pyarrow.parquet as pq
 import ray
 from tqdm.auto import tqdm
 
-from pipelines.data.catalog import name_problem, register
+from pipelines.data.catalog import register
+from pipelines.data.config import PreprocessConfig
 from pipelines.data.image_identity import (
-    IMAGE_IDENTITIES,
     SIGNATURE_SCHEMA,
     SignatureReader,
     compare,
     signatures_by_row,
 )
-from pipelines.data.pixel_storage import DEFAULT_STORAGE, storage_problem
 from pipelines.data.rows import RowProcessor
 from pipelines.data.schema import OK, QUARANTINE_SCHEMA, QUARANTINED, SHARD_SCHEMA
 from pipelines.data.staging import hash_inputs, stage_inputs
-from sp_core.conversation import TEMPLATES
-from sp_core.image_decoding import DEFAULT_DECODING
-from sp_core.image_processing import (
-    DEFAULT_ASPECT,
-    DEFAULT_RESIZE,
-    image_option_problems,
-)
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 3  # bump when the shard layout or row processing changes meaning
 ROWS_PER_ROW_GROUP = 32
-
-
-@dataclass
-class PreprocessConfig:
-    """python jobs/preprocess.py [--config FILE] [key=value ...]"""
-
-    data: list[str] = field(default_factory=list)  # LLaVA JSON arrays / JSON-lines (paths or URIs); [] = synthetic
-    image_root: str = ""  # directory or URI the rows' "image" paths are relative to
-    template: str = "vicuna_v1"  # plain (stage 1 captions) | vicuna_v1 (stage 2 conversations)
-    model: str = ""  # model dir or hub id whose tokenizer / image settings the shards are for; "" = tiny
-    output_dir: str = ""  # "" = $LLAVA_SP_HOME/data
-    name: str = ""  # a name for the data set, for data=<name> in training (the catalog in output_dir)
-    image_aspect: str = DEFAULT_ASPECT  # pad (LLaVA-1.5) | square
-    # torch: bit-identical to transformers' default CLIPImageProcessor, faster; pil: to CLIPImageProcessorPil and
-    # the official LLaVA-1.5 data (1-2 uint8 levels apart on under 1% of pixels)
-    image_resize: str = DEFAULT_RESIZE
-    # llava: Pillow's convert("RGB") as the official loader (EXIF ignored, alpha dropped, 16-bit clipped); display: as
-    # a viewer shows it (EXIF orientation, transparency on white, 16-bit rescaled); see sp_core.image_decoding
-    image_decoding: str = DEFAULT_DECODING
-    # false: as the official code, only the <image> turn is stripped of surrounding whitespace; true: every turn
-    strip_turns: bool = False
-    # How a finished row notices that its image changed: stat (size + modification time) | content (SHA-256)
-    image_identity: str = "stat"
-    rebuild: bool = False  # redo every row, reusing nothing of an earlier run
-    # How shards store the crops (same pixels either way): webp (lossless, ~1.4x a photo's JPEG) | raw (~4x, faster)
-    pixel_storage: str = DEFAULT_STORAGE
-    model_max_length: int = 2048  # tokens after <image> expansion
-    max_image_pixels: int = 89_478_485  # decompression-bomb limit (PIL's default)
-    max_image_bytes: int = 64 * 1024 * 1024
-    rows_per_chunk: int = 2000  # resume granularity; one chunk is held in the object store while written
-    rows_per_batch: int = 32  # rows per map_batches call
-    blocks_per_chunk: int = 8  # parallel tasks per chunk
-    num_cpus_per_task: float = 1.0
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.template not in TEMPLATES:
-            problems.append(f"template={self.template!r}; allowed: {', '.join(TEMPLATES)}")
-        problems.extend(image_option_problems(self.image_aspect, self.image_resize, self.image_decoding))
-        if storage_problem(self.pixel_storage):
-            problems.append(storage_problem(self.pixel_storage))
-        if self.image_identity not in IMAGE_IDENTITIES:
-            problems.append(f"image_identity={self.image_identity!r}; allowed: {', '.join(IMAGE_IDENTITIES)}")
-        if name_problem(self.name):
-            problems.append(name_problem(self.name))
-        for name in ("model_max_length", "rows_per_chunk", "rows_per_batch", "blocks_per_chunk", "max_image_pixels",
-                     "max_image_bytes"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name}={getattr(self, name)} must be at least 1")
-        if problems:
-            raise ValueError("; ".join(problems))
 
 
 @dataclass
@@ -220,11 +161,9 @@ def preprocess(config: PreprocessConfig, processor: RowProcessor) -> PreprocessR
     manifest_path.write_text(json.dumps(manifest, indent=2))
     if config.name:
         register(output_root, config.name, dataset_dir)
-    result = _result_from_manifest(dataset_dir, manifest, reused=False, chunks_reused=reused_chunks)
-    result.chunks_redone = len(changes)
-    result.image_changes = dict(sum(changes.values(), Counter()))
-    result.rebuilt = config.rebuild
-    return result
+    return _result_from_manifest(dataset_dir, manifest, reused=False, chunks_reused=reused_chunks,
+                                 chunks_redone=len(changes), image_changes=dict(sum(changes.values(), Counter())),
+                                 rebuilt=config.rebuild)
 
 
 def _forget_chunks_with_changed_images(config: PreprocessConfig, dataset_dir: Path) -> dict[int, Counter[str]]:
@@ -315,6 +254,9 @@ def _write_partition(processed: ray.data.Dataset, status: str, schema: pa.Schema
         shutil.rmtree(temporary, ignore_errors=True)
 
 
-def _result_from_manifest(dataset_dir: Path, manifest: dict, reused: bool, chunks_reused: int = 0) -> PreprocessResult:
+def _result_from_manifest(dataset_dir: Path, manifest: dict, reused: bool, chunks_reused: int = 0,
+                          chunks_redone: int = 0, image_changes: dict[str, int] | None = None,
+                          rebuilt: bool = False) -> PreprocessResult:
     return PreprocessResult(dataset_dir, manifest["read"], manifest["written"], dict(manifest["quarantined"]),
-                            reused=reused, chunks_reused=chunks_reused)
+                            reused=reused, chunks_reused=chunks_reused, chunks_redone=chunks_redone,
+                            image_changes=image_changes or {}, rebuilt=rebuilt)

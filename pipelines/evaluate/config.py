@@ -3,81 +3,118 @@ test split."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
+from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic.dataclasses import dataclass
+
 from pipelines.benchmarks import BENCHMARKS, OWN_METRICS
-from sp_core.image_decoding import DEFAULT_DECODING
-from sp_core.image_processing import (
+from pipelines.config import OPTIONS
+from sp_core.image_options import (
     DEFAULT_ASPECT,
+    DEFAULT_DECODING,
     DEFAULT_RESIZE,
-    image_option_problems,
+    AspectMode,
+    ImageDecoding,
+    ResizeBackend,
 )
 
 
-@dataclass
+@dataclass(config=OPTIONS)
 class EvalModel:
-    name: str = "tiny-cropping"  # a column/row label in tables and the MLflow run name
-    # A model dir, "mlflow:<run_id>" of a training run, or an MLflow URI (runs:/..., models:/name@alias);
-    # "" = the embedded default: the most recently finished finetune run of <variant> under train_storage, else the untrained tiny one.
+    name: str = "tiny-cropping"
+    """The model's label in tables and its MLflow run name."""
     source: str = ""
-    variant: str = "cropping"  # embedded default only
-    # Or answers from an OpenAI-compatible endpoint (the base URL, ending in /v1) instead of a local model:
+    """A model dir, "mlflow:<run_id>" of a training run, or an MLflow URI (runs:/..., models:/name@alias); "" = the
+    embedded default: the most recently finished finetune run of <variant> under train_storage, else the untrained
+    tiny one."""
+    variant: str = "cropping"
+    """The embedded default's SP variant (only where source and endpoint are "")."""
     endpoint: str = ""
-    served_model: str = ""  # the model's name on the endpoint; "" = name
-    api_key_file: str = ""  # the endpoint's key, from a file (a mounted secret) ...
-    api_key_env: str = ""  # ... or from this environment variable; neither = no key
+    """Answers from an OpenAI-compatible endpoint (its base URL, ending in /v1) instead of a local model."""
+    served_model: str = ""
+    """The model's name on the endpoint; "" = name."""
+    api_key_file: str = ""
+    """The endpoint's key, read from this file (a mounted secret)."""
+    api_key_env: str = ""
+    """The endpoint's key, read from this environment variable (neither: no key)."""
 
     @property
     def served_name(self) -> str:
         return self.served_model or self.name
 
 
-@dataclass
+@dataclass(config=OPTIONS)
 class EvalBenchmark:
-    name: str = "synthetic"  # a key of pipelines.benchmarks.BENCHMARKS, or your own benchmark's name (with metric)
-    # Your own question file: the metric it is scored with (exact | vqa | choice | yesno, see benchmarks/own.py);
-    # "" for the paper's benchmarks, which have their own scorers.
+    name: str = "synthetic"
+    """A paper benchmark (pipelines/benchmarks: vqav2, gqa, pope, mme, mmbench, ...), or your own question file's
+    name (with metric)."""
     metric: str = ""
-    questions: str = ""  # the question file; "" = the embedded synthetic test split (synthetic only)
-    images: str = ""  # folder the questions' image paths are relative to; "" = the question file's folder
-    annotations: str = ""  # ground truth where the question file lacks it (see the benchmark's docstring)
-    submission: bool = False  # also write the server submission file (VQAv2 test-dev, MMBench test, ...)
+    """Your own question file: the metric it is scored with (exact | vqa | choice | yesno); "" for the paper's
+    benchmarks, which have their own scorers."""
+    questions: str = ""
+    """The question file; "" = the embedded synthetic test split (synthetic only)."""
+    images: str = ""
+    """The folder the questions' image paths are relative to; "" = the question file's folder."""
+    annotations: str = ""
+    """Ground truth, where the question file lacks it (pipelines/benchmarks/<name>.py says which file)."""
+    submission: bool = False
+    """Also write the server submission file (VQAv2 test-dev, MMBench test, ...)."""
 
 
-@dataclass
+@dataclass(config=OPTIONS)
 class EvaluateConfig:
     models: list[EvalModel] = field(default_factory=lambda: [EvalModel()])
+    """The models that answer, side by side in the comparison."""
     benchmarks: list[EvalBenchmark] = field(default_factory=lambda: [EvalBenchmark()])
+    """The benchmarks every model answers."""
 
     # inference on Ray Data: a pool of model actors, each answering batches of questions in one decode loop
-    batch_size: int = 8
-    num_actors: int = 1
+    batch_size: PositiveInt = 8
+    """Questions per batch, decoded together."""
+    num_actors: PositiveInt = 1
+    """Model actors (or Serve replicas with deploy) per model."""
     cpus_per_actor: float = 1.0
-    models_at_once: int = 1  # models answering side by side, each with its own actor pool (1: one after another)
+    """CPUs Ray reserves for each actor."""
     gpus_per_actor: float = 0.0
-    image_aspect: str = DEFAULT_ASPECT  # as in training: pad (LLaVA-1.5) | square
-    image_resize: str = DEFAULT_RESIZE  # as in training: torch | pil (see PreprocessConfig)
-    image_decoding: str = DEFAULT_DECODING  # as in training: llava | display (see PreprocessConfig)
-    # Deploy the local models with the project's Serve app (num_actors replicas of cpus/gpus_per_actor each) for the
-    # evaluation, ask them through its HTTP endpoint on 127.0.0.1:serve_port, and remove the app at the end.
+    """GPUs per actor (fractions share one)."""
+    models_at_once: PositiveInt = 1
+    """Models answering side by side, each with its own actor pool (1: one after another)."""
+    image_aspect: AspectMode = DEFAULT_ASPECT
+    """As in training: pad (LLaVA-1.5's expand2square) or square (CLIP's centre crop)."""
+    image_resize: ResizeBackend = DEFAULT_RESIZE
+    """As in training: pil (Pillow's bicubic, as the official code) or torch (torchvision's)."""
+    image_decoding: ImageDecoding = DEFAULT_DECODING
+    """As in training: llava (Pillow's convert("RGB"), as the official loader) or display (EXIF-rotated, alpha on
+    white)."""
     deploy: bool = False
+    """Deploy the local models with the project's Serve app (num_actors replicas of cpus/gpus_per_actor each) for the
+    evaluation, ask them through its HTTP endpoint on 127.0.0.1:serve_port, and remove the app at the end."""
     serve_port: int = 8000
-    # Endpoints: questions in flight per model, retries of a failed request (429, 5xx, lost connection), timeout
-    endpoint_concurrency: int = 16
-    endpoint_retries: int = 5
-    endpoint_timeout_s: float = 600.0
-    max_questions: int = 0  # evaluate the first N questions of each benchmark (0 = all): smoke runs
-    max_new_tokens: int = 0  # cap on answer length; 0 = each benchmark's official setting (128 or 1024)
+    """The Serve HTTP port with deploy."""
+    endpoint_concurrency: PositiveInt = 16
+    """Endpoints: questions in flight per model."""
+    endpoint_retries: NonNegativeInt = 5
+    """Endpoints: retries of a failed request (429, 5xx, lost connection), with backoff."""
+    endpoint_timeout_s: PositiveFloat = 600.0
+    """Endpoints: seconds before one request counts as failed."""
+    max_questions: NonNegativeInt = 0
+    """Evaluate the first N questions of each benchmark (0 = all): smoke runs."""
+    max_new_tokens: NonNegativeInt = 0
+    """Cap on the answer length; 0 = each benchmark's official setting (128 or 1024)."""
 
     # outputs
-    # Answers live in <output_dir>/<model>/<benchmark>/answers.jsonl (resumable); "" = $LLAVA_SP_HOME/eval.
     output_dir: str = ""
+    """Answers live in <output_dir>/<model>/<benchmark>/answers.jsonl (resumable); "" = $LLAVA_SP_HOME/eval."""
     experiment: str = "llava-sp-eval"
+    """MLflow experiment of the evaluation runs."""
     run_name: str = "evaluate"
-    attention_maps: int = 3  # images whose DFI attention (paper Fig. 5) is plotted per DFI model; 0 = none
-    # Where the embedded default looks for finetuned models: "" = $LLAVA_SP_HOME/train, where training writes them.
+    """The parent run's name; each model's run is <run_name>-<model>."""
+    attention_maps: NonNegativeInt = 3
+    """Images whose DFI attention (paper Fig. 5) is plotted per DFI model; 0 = none."""
     train_storage: str = ""
+    """Where the embedded default looks for finetuned models: "" = $LLAVA_SP_HOME/train, where training writes them."""
 
     @property
     def image_options(self) -> dict[str, str]:
@@ -121,13 +158,5 @@ class EvaluateConfig:
                 problems.append(f"model {model.name}: give source= (a local model) or endpoint=, not both")
             if model.api_key_file and model.api_key_env:
                 problems.append(f"model {model.name}: give api_key_file= or api_key_env=, not both")
-        if self.endpoint_retries < 0:
-            problems.append(f"endpoint_retries={self.endpoint_retries} must be >= 0")
-        for name in ("batch_size", "num_actors", "models_at_once", "endpoint_concurrency"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name}={getattr(self, name)} must be at least 1")
-        problems.extend(image_option_problems(self.image_aspect, self.image_resize, self.image_decoding))
-        if self.max_questions < 0 or self.attention_maps < 0 or self.max_new_tokens < 0:
-            problems.append("max_questions, max_new_tokens and attention_maps must be >= 0")
         if problems:
             raise ValueError("; ".join(problems))

@@ -14,12 +14,8 @@ import httpx
 from PIL import Image
 
 from pipelines.serve.protocol import APIError, bad_request
-from sp_core.image_decoding import (
-    DEFAULT_DECODING,
-    ImageDecoding,
-    ImageError,
-    load_rgb_image,
-)
+from sp_core.image_decoding import ImageError, load_rgb_image
+from sp_core.image_options import DEFAULT_DECODING, ImageDecoding
 
 
 def decode_image_url(url: str, index: int, max_bytes: int, max_pixels: int, allow_remote: bool,

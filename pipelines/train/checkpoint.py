@@ -26,7 +26,11 @@ import deepspeed
 import torch
 from safetensors.torch import save_file
 
-from pipelines.train.model_setup import LANGUAGE_MODEL_WEIGHTS, PROJECTOR_WEIGHTS, unwrap
+from pipelines.train.model_setup import (
+    LANGUAGE_MODEL_WEIGHTS,
+    PROJECTOR_WEIGHTS,
+    unwrap,
+)
 
 TRAINER_STATE = "trainer_state.json"
 PROBE = "probe.safetensors"

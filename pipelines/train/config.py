@@ -6,124 +6,144 @@ global batch 128 for stage 2; warmup 3 %, cosine, max length 2048) are in infra/
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
+from typing import Annotated, Literal, get_args
 
-from sp_core.modeling import LANGUAGE_MODEL_LORA_TARGETS
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic.dataclasses import dataclass
 
-STAGES = ("pretrain", "finetune")
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+from pipelines.config import OPTIONS
+from sp_core.lora_targets import LANGUAGE_MODEL_LORA_TARGETS
+
+Stage = Literal["pretrain", "finetune"]
+STAGES: tuple[str, ...] = get_args(Stage)
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 # The learning-rate schedules after the linear warmup, by transformers' names for them.
 LR_SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
-ZERO_STAGES = (2, 3)  # infra/deepspeed/zero{stage}.json
-PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")  # Ray placement groups
-RESUME_MODES = ("auto", "force")
+ZeroStage = Literal[2, 3]  # infra/deepspeed/zero{stage}.json
+PlacementStrategy = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]  # Ray placement groups
+ResumeMode = Literal["auto", "force"]
+EmbeddedVariant = Literal["none", "cropping", "pooling", "sliding_window"]
 
 
-@dataclass
+@dataclass(config=OPTIONS)
 class TrainConfig:
-    stage: str = "pretrain"  # pretrain (projector, + LLM with pretrain_llm) | finetune (LoRA or full LLM + projector)
-    model: str = ""  # base model dir or hub id; "" = the embedded tiny model of `variant`
-    variant: str = "cropping"  # embedded tiny model only: none | cropping | pooling | sliding_window
-    init_from: str = ""  # finetune: a stage-1 checkpoint dir, or "mlflow:<run_id>" of a stage-1 run
-    # A preprocessed data set: its folder (holds shards/), or the name given at preprocessing (name=...); "" =
-    # preprocess the embedded synthetic set.
+    stage: Stage = "pretrain"
+    """pretrain: the projector (and the LLM with pretrain_llm); finetune: LoRA or the full LLM, plus the projector"""
+    model: str = ""
+    """Base model: a model dir or hub id; "" = the embedded tiny model of `variant`."""
+    variant: EmbeddedVariant = "cropping"
+    """The embedded tiny model's SP variant (only where model is "")."""
+    init_from: str = ""
+    """finetune: a stage-1 checkpoint dir, or "mlflow:<run_id>" of a stage-1 run; "" = the base model's projector."""
     data: str = ""
-    # A data set (folder or name) whose mean token loss is logged as val_loss every eval_every steps (0: at the end).
+    """A preprocessed data set: its folder (holds shards/), or the name given at preprocessing (name=...); "" =
+    preprocess the embedded synthetic set."""
     validation_data: str = ""
-    eval_every: int = 0
-    max_validation_rows: int = 0  # validate on this many of its rows, the same ones each time (0: all)
-    # Instead of `data`, several data sets in one run: folder or name -> weight, the times each of its rows is seen
-    # per epoch (2: each row twice; 0.5: a seeded half of them, the same half every epoch).
-    data_mix: dict[str, float] = field(default_factory=dict)
+    """A data set (folder or name) whose mean token loss is logged as val_loss every eval_every steps."""
+    eval_every: NonNegativeInt = 0
+    """Optimizer steps between validations; 0 = once, at the end."""
+    max_validation_rows: NonNegativeInt = 0
+    """Validate on this many of its rows, the same ones each time (0: all)."""
+    data_mix: dict[str, PositiveFloat] = field(default_factory=dict)
+    """Instead of `data`, several data sets in one run: folder or name -> weight, the times each of its rows is seen
+    per epoch (2: each row twice; 0.5: a seeded half of them, the same half every epoch)."""
 
     # optimisation
-    epochs: int = 1
-    max_steps: int = 0  # run exactly this many optimizer steps, over as many epochs as needed (0: run `epochs`)
-    micro_batch_size: int = 4  # per worker
-    gradient_accumulation_steps: int = 1
-    lr: float = 1e-3
-    mm_projector_lr: float | None = None  # projector/SP learning rate in finetune (official LoRA script: 2e-5)
+    epochs: PositiveInt = 1
+    """Passes over the data."""
+    max_steps: int = 0
+    """Run exactly this many optimizer steps, over as many epochs as needed (0: run `epochs`)."""
+    micro_batch_size: PositiveInt = 4
+    """Rows per worker per forward pass."""
+    gradient_accumulation_steps: PositiveInt = 1
+    """Micro-batches per optimizer step; the global batch is micro_batch_size x this x num_workers."""
+    lr: PositiveFloat = 1e-3
+    """Peak learning rate (of the LLM's LoRA in finetune)."""
+    mm_projector_lr: float | None = None
+    """Learning rate of the projector and SP modules in finetune; null = lr (official LoRA script: 2e-5)."""
     weight_decay: float = 0.0
-    warmup_ratio: float = 0.03
-    lr_scheduler: str = "cosine"  # after the warmup: cosine (LLaVA's) | linear (to 0) | constant
+    """AdamW weight decay."""
+    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.03
+    """Share of the steps spent in the linear warmup, in [0, 1)."""
+    lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    """The schedule after the warmup: cosine (LLaVA's), linear (to 0) or constant."""
     max_grad_norm: float = 1.0
+    """Gradients are clipped to this global norm."""
     seed: int = 42
+    """Seeds the data order, dropout and any newly initialised weights."""
 
     # pretrain
-    # Also train the whole LLM on the captions. The paper keeps Vicuna frozen here; an LLM that starts from random
-    # weights (the embedded tiny one) must first learn to read image tokens, or stage 2 learns to ignore the image.
-    # Stage 2 (init_from this run) then starts from its LLM as well as its projector.
     pretrain_llm: bool = False
+    """Also train the whole LLM on the captions. The paper keeps Vicuna frozen here; an LLM that starts from random
+    weights (the embedded tiny one) must first learn to read image tokens, or stage 2 learns to ignore the image.
+    Stage 2 (init_from this run) then starts from its LLM as well as its projector."""
 
     # finetune
     lora_r: int = 128
+    """LoRA rank."""
     lora_alpha: int = 256
+    """LoRA scaling numerator (the update is scaled by lora_alpha / lora_r)."""
     lora_dropout: float = 0.05
-    lora_target_modules: str = LANGUAGE_MODEL_LORA_TARGETS  # regex over module names
-    full_finetune: bool = False  # train the whole LLM instead of LoRA
+    """Dropout on the LoRA branch."""
+    lora_target_modules: str = LANGUAGE_MODEL_LORA_TARGETS
+    """Regex over module names: the modules that get LoRA adapters."""
+    full_finetune: bool = False
+    """Train the whole LLM instead of LoRA."""
     gradient_checkpointing: bool = False
+    """Recompute the LLM's activations in the backward pass: less memory, about a third more compute."""
 
     # system
-    # auto = bf16 on a GPU that has it, fp16 (with dynamic loss scaling) on an older GPU, fp32 on CPU
-    precision: str = "auto"
-    zero_stage: int = 2  # infra/deepspeed/zero{stage}.json: 2 (optimizer + gradients partitioned) or 3 (+ weights)
-    num_workers: int = 2
+    precision: Precision = "auto"
+    """auto = bf16 on a GPU that has it, fp16 (with dynamic loss scaling) on an older GPU, fp32 on CPU; resolved
+    on the workers, where the hardware is known."""
+    zero_stage: ZeroStage = 2
+    """DeepSpeed ZeRO stage (infra/deepspeed/zero<stage>.json): 2 partitions optimizer state and gradients, 3 also
+    the weights."""
+    num_workers: PositiveInt = 2
+    """Ray Train workers (one per GPU with use_gpu)."""
     use_gpu: bool = False
+    """One GPU per worker."""
     cpus_per_worker: float = 1.0
-    torch_threads: int = 1  # intra-op threads per CPU worker
-    placement_strategy: str = "PACK"  # of the workers over nodes; STRICT_SPREAD: one worker per node
+    """CPUs Ray reserves for each worker."""
+    torch_threads: PositiveInt = 1
+    """Intra-op threads per CPU worker."""
+    placement_strategy: PlacementStrategy = "PACK"
+    """How the workers spread over nodes (Ray placement groups); STRICT_SPREAD: one worker per node."""
 
     # checkpoints and tracking
-    checkpoint_every: int = 20  # optimizer steps
-    keep_checkpoints: int = 2
-    max_failures: int = 1  # worker failures survived per run (restart from the last checkpoint)
-    storage_path: str = ""  # where runs and checkpoints go; "" = $LLAVA_SP_HOME/train (default ./runs/train)
-    # "" = <stage>-<variant>-<hash of the settings that decide the result>: a changed setting is a new run.
+    checkpoint_every: PositiveInt = 20
+    """Optimizer steps between checkpoints (a run also saves one at its end)."""
+    keep_checkpoints: PositiveInt = 2
+    """Checkpoints kept per run, the newest ones."""
+    max_failures: int = 1
+    """Worker failures survived per run (restart from the last checkpoint)."""
+    storage_path: str = ""
+    """Where runs and checkpoints go; "" = $LLAVA_SP_HOME/train (default ./runs/train)."""
     run_name: str = ""
-    # An existing run of this name is resumed only when its deciding settings are unchanged (auto); force resumes
-    # it anyway, from its last checkpoint.
-    resume: str = "auto"
-    resume_from: str = ""  # start from this checkpoint directory (a checkpoint_* of any run), as a resume does
+    """"" = <stage>-<variant>-<hash of the settings that decide the result>: a changed setting is a new run."""
+    resume: ResumeMode = "auto"
+    """An existing run of this name is resumed only when its deciding settings are unchanged (auto); force resumes
+    it anyway, from its last checkpoint."""
+    resume_from: str = ""
+    """Start from this checkpoint directory (a checkpoint_* of any run), as a resume does."""
     experiment: str = "llava-sp"
-    log_every: int = 1
+    """MLflow experiment of the run."""
+    log_every: PositiveInt = 1
+    """Optimizer steps between logged metrics."""
 
     def __post_init__(self) -> None:
         problems = []
-        if self.stage not in STAGES:
-            problems.append(f"stage={self.stage!r}; allowed: {', '.join(STAGES)}")
-        if self.lr_scheduler not in LR_SCHEDULERS:
-            problems.append(f"lr_scheduler={self.lr_scheduler!r}; allowed: {', '.join(LR_SCHEDULERS)}")
-        if self.precision not in PRECISIONS:
-            problems.append(f"precision={self.precision!r}; allowed: {', '.join(PRECISIONS)}")
-        if self.zero_stage not in ZERO_STAGES:
-            problems.append(f"zero_stage={self.zero_stage}; allowed: {', '.join(map(str, ZERO_STAGES))}")
-        if self.placement_strategy not in PLACEMENT_STRATEGIES:
-            problems.append(f"placement_strategy={self.placement_strategy!r}; allowed: {', '.join(PLACEMENT_STRATEGIES)}")
         if self.stage == "pretrain" and (self.init_from or self.full_finetune):
             problems.append("init_from / full_finetune are finetune options; stage=pretrain trains the projector "
                             "(and the whole LLM with pretrain_llm=true)")
         if self.stage == "finetune" and self.pretrain_llm:
             problems.append("pretrain_llm is a pretrain option; stage=finetune trains the whole LLM with "
                             "full_finetune=true")
-        for name in ("epochs", "micro_batch_size", "gradient_accumulation_steps", "num_workers", "checkpoint_every",
-                     "keep_checkpoints", "log_every", "torch_threads"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name}={getattr(self, name)} must be at least 1")
-        for name in ("eval_every", "max_validation_rows"):
-            if getattr(self, name) < 0:
-                problems.append(f"{name}={getattr(self, name)} must be >= 0")
         if self.data and self.data_mix:
             problems.append("give data or data_mix, not both")
-        for source, weight in self.data_mix.items():
-            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0:
-                problems.append(f"data_mix: the weight of {source} must be a number > 0, got {weight!r}")
-        if self.resume not in RESUME_MODES:
-            problems.append(f"resume={self.resume!r}; allowed: {', '.join(RESUME_MODES)}")
-        if self.lr <= 0:
-            problems.append(f"lr={self.lr} must be positive")
-        if not 0 <= self.warmup_ratio < 1:
-            problems.append(f"warmup_ratio={self.warmup_ratio} must be in [0, 1)")
         if problems:
             raise ValueError("; ".join(problems))
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sys
 from dataclasses import replace
 
-from pipelines.cli import parse_config, run_job
 from pipelines.data.catalog import resolve_data
+from pipelines.data.config import PreprocessConfig
 from pipelines.data.model_inputs import row_processor_for
-from pipelines.data.preprocess import PreprocessConfig, preprocess
+from pipelines.data.preprocess import preprocess
 from pipelines.defaults import embedded_dataset, embedded_model_dir, home
 from pipelines.runtime import init_ray
 from pipelines.synthetic import SyntheticDataset
@@ -67,18 +66,3 @@ def run_stage(config: TrainConfig) -> TrainResult:
     validation = resolve_data(config.validation_data, catalog)
     return train(replace(config, model=model_dir, validation_data=validation), model_dir, data)
 
-
-def run_training_job(stage: str, argv: list[str] | None, description: str) -> int:
-    """The body of jobs/pretrain.py and jobs/finetune.py: parse, run the stage, print where the results are."""
-
-    def job() -> int:
-        config = parse_config(TrainConfig, [f"stage={stage}", *(argv if argv is not None else sys.argv[1:])],
-                              description)
-        if config.stage != stage:
-            raise ValueError(f"this job runs stage={stage}; use jobs/{config.stage}.py for stage={config.stage}")
-        result = run_stage(config)
-        print(f"{stage}: final loss {result.metrics.get('loss', float('nan')):.4f} after {result.metrics.get('step')}"
-              f" steps; checkpoint {result.checkpoint}; model {result.model_dir}; mlflow run {result.run_id}")
-        return 0
-
-    return run_job(stage, job)

@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.benchmarks import BenchmarkDataError, UnknownBenchmarkError, benchmark_for
+from pipelines.benchmarks import (
+    BenchmarkDataError,
+    UnknownBenchmarkError,
+    benchmark_for,
+)
 from pipelines.benchmarks.own import option_letter
 from pipelines.benchmarks.score_cli import main as score_main
 from pipelines.config import ConfigError, load_config
@@ -92,6 +96,5 @@ def test_the_score_command_takes_the_metric(tmp_path, capsys):
     questions = _write_jsonl(tmp_path / "mine.jsonl", [{"question_id": 1, "image": "a.png", "text": "q",
                                                         "answer": "B"}])
     answers = _write_jsonl(tmp_path / "answers.jsonl", [_answer(1, "(B) blue")])
-    assert score_main(["score", "--benchmark", "mine", "--metric", "choice", "--questions", str(questions),
-                       "--answers", str(answers)]) == 0
+    assert score_main(["benchmark=mine", "metric=choice", f"questions={questions}", f"answers={answers}"]) == 0
     assert json.loads(capsys.readouterr().out)["accuracy"] == 1.0

@@ -404,8 +404,7 @@ def synthetic_files(tmp_path):
 def test_cli_prints_one_json_object_and_exits_zero(synthetic_files):
     questions, answers = synthetic_files
     result = subprocess.run(
-        [sys.executable, "-m", "pipelines.benchmarks.score_cli", "score", "--benchmark", "synthetic",
-         "--questions", str(questions), "--answers", str(answers)],
+        [sys.executable, "jobs/score.py", "benchmark=synthetic", f"questions={questions}", f"answers={answers}"],
         capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.strip().splitlines()) == 1
@@ -419,8 +418,7 @@ def test_cli_bad_input_exits_two_with_one_line_on_stderr(synthetic_files, tmp_pa
     broken = tmp_path / "broken.jsonl"
     broken.write_text(json.dumps(answer(0, "red")) + "\n{not json\n")
     result = subprocess.run(
-        [sys.executable, "-m", "pipelines.benchmarks.score_cli", "score", "--benchmark", "synthetic",
-         "--questions", str(questions), "--answers", str(broken)],
+        [sys.executable, "jobs/score.py", "benchmark=synthetic", f"questions={questions}", f"answers={broken}"],
         capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
     assert result.returncode == 2
     assert result.stdout == ""
@@ -432,10 +430,9 @@ def test_cli_usage_unknown_benchmark_and_missing_judge_are_one_line_errors(synth
     questions, answers = synthetic_files
     monkeypatch.delenv("LLAVA_SP_JUDGE_URL", raising=False)
     cases = [
-        (["score", "--benchmark", "synthetic"], "the following arguments are required: --questions, --answers"),
-        (["score", "--benchmark", "nope", "--questions", str(questions), "--answers", str(answers)],
-         "unknown benchmark 'nope'; known: gqa,"),
-        (["score", "--benchmark", "mmvet", "--questions", str(questions), "--answers", str(answers)],
+        (["benchmark=synthetic"], "set questions=..., answers=..."),
+        (["benchmark=nope", f"questions={questions}", f"answers={answers}"], "unknown benchmark 'nope'; known: gqa,"),
+        (["benchmark=mmvet", f"questions={questions}", f"answers={answers}"],
          "mmvet is scored by a GPT judge, which is off by default; set LLAVA_SP_JUDGE_URL"),
     ]
     for argv, message in cases:
@@ -448,7 +445,7 @@ def test_cli_usage_unknown_benchmark_and_missing_judge_are_one_line_errors(synth
 
 def test_unmatched_repeated_and_missing_answers_are_counted_and_strict_refuses_them(tmp_path, capsys, caplog):
     """An answer to a question not in the file is reported, not silently ignored (GQA, ScienceQA, SEED and VQAv2
-    used to skip it); a repeat scores its last line; an unanswered question is wrong; --strict fails on any."""
+    used to skip it); a repeat scores its last line; an unanswered question is wrong; strict=true fails on any."""
     questions = write_jsonl(tmp_path / "q.jsonl", [
         {"question_id": qid, "image": "n1.jpg", "text": "q" + SUFFIX} for qid in ("q1", "q2", "q3")])
     annotations = write_json(tmp_path / "testdev_balanced_questions.json", {
@@ -459,13 +456,12 @@ def test_unmatched_repeated_and_missing_answers_are_counted_and_strict_refuses_t
     assert (metrics["unmatched_answers"], metrics["duplicate_answers"], metrics["unanswered"]) == (1, 1, 1)
 
     answers_file = write_jsonl(tmp_path / "answers.jsonl", answers)
-    argv = ["score", "--benchmark", "gqa", "--questions", str(questions), "--answers", str(answers_file),
-            "--annotations", str(annotations)]
+    argv = ["benchmark=gqa", f"questions={questions}", f"answers={answers_file}", f"annotations={annotations}"]
     with caplog.at_level(logging.WARNING, logger="pipelines.benchmarks.base"):
         assert score_main(argv) == 0
     assert json.loads(capsys.readouterr().out)["unmatched_answers"] == 1
     assert "1 answer line(s) match no question of the question file, not scored (question_id q9)" in caplog.text
-    assert score_main(argv + ["--strict"]) == 2
+    assert score_main(argv + ["strict=true"]) == 2
     error = capsys.readouterr().err
     assert error.startswith("score: error: gqa: 1 answer line(s) match no question") and "(strict)" in error
     assert "question(s) have no answer and count as wrong (question_id q3)" in error

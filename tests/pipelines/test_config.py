@@ -1,14 +1,17 @@
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
+from typing import Literal, get_args
 
 import pytest
+from pydantic.dataclasses import dataclass
 
-from pipelines.config import ConfigError, flatten, load_config
-from pipelines.data.preprocess import PreprocessConfig
+from pipelines.config import OPTIONS, ConfigError, StrList, flatten, load_config
+from pipelines.data.config import PreprocessConfig, TemplateName
 from pipelines.evaluate.config import EvaluateConfig
 from pipelines.serve.config import ServeConfig
 from pipelines.train.config import TrainConfig
+from sp_core.conversation import TEMPLATES
 
 ROOT = Path(__file__).resolve().parents[2]
 # The job each YAML names in its first line -> the schema it binds to.
@@ -16,19 +19,31 @@ SCHEMAS = {"jobs/preprocess.py": PreprocessConfig, "jobs/pretrain.py": TrainConf
            "jobs/serve.py": ServeConfig, "jobs/evaluate.py": EvaluateConfig}
 
 
-@dataclass
+@dataclass(config=OPTIONS)
 class Inner:
     lr: float = 1e-3
     steps: int = 10
 
 
-@dataclass
+@dataclass(config=OPTIONS)
+class Item:
+    name: str = "a"
+    size: int = 1
+
+
+@dataclass(config=OPTIONS)
 class Outer:
     name: str = "x"
-    tags: list[str] = field(default_factory=list)
+    tags: StrList = field(default_factory=list)
     inner: Inner = field(default_factory=Inner)
+    items: list[Item] = field(default_factory=lambda: [Item(), Item(name="b")])
     limit: int | None = None
     flag: bool = False
+    mode: Literal["fast", "exact"] = "fast"
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 0:
+            raise ValueError(f"limit={self.limit} must be >= 0")
 
 
 def test_overrides_parse_as_yaml_values(tmp_path):
@@ -39,19 +54,43 @@ def test_overrides_parse_as_yaml_values(tmp_path):
     assert flatten(config)["inner.lr"] == 2e-5
 
 
-def test_every_problem_is_reported_at_once():
+def test_a_lists_items_are_addressed_by_index_starting_from_the_default_list(tmp_path):
+    config = load_config(Outer, None, ["items.1.size=5", "items.0.name=first"])
+    assert config.items == [Item(name="first"), Item(name="b", size=5)]
+    (tmp_path / "c.yaml").write_text("items: [{name: only}]\n")
+    assert load_config(Outer, tmp_path / "c.yaml", ["items.0.size=2"]).items == [Item(name="only", size=2)]
+    with pytest.raises(ConfigError, match=r"items.2.size: items has 2 items, no item '2'"):
+        load_config(Outer, None, ["items.2.size=1"])
+
+
+def test_every_problem_is_reported_at_once_naming_the_option_and_the_value():
     with pytest.raises(ConfigError) as error:
-        load_config(Outer, None, ["inner.steps=many", "colour=red", "flag=maybe", "noequals", "inner.lr=true"])
+        load_config(Outer, None, ["inner.steps=many", "colour=red", "flag=maybe", "noequals", "inner.lr=fast",
+                                  "mode=slow", "items.0.colour=red"])
     message = str(error.value)
-    for fragment in ("'inner.steps' must be int, got 'many'", "unknown option 'colour'", "'flag' must be bool",
-                     "'noequals' is not key=value", "'inner.lr' must be float"):
-        assert fragment in message
+    for fragment in ("option 'inner.steps' = 'many': Input should be a valid integer",
+                     "unknown option 'colour'; allowed: name, tags, inner, items, limit, flag, mode",
+                     "option 'flag' = 'maybe': Input should be a valid boolean", "'noequals' is not key=value",
+                     "option 'inner.lr' = 'fast': Input should be a valid number",
+                     "option 'mode' = 'slow': Input should be 'fast' or 'exact'",
+                     "unknown option 'items.0.colour'; allowed: name, size"):
+        assert fragment in message, message
 
 
-def test_schema_validation_runs_alongside_unknown_keys():
+def test_a_schemas_own_check_reports_in_its_words():
+    with pytest.raises(ConfigError, match="limit=-1 must be >= 0"):
+        load_config(Outer, None, ["limit=-1"])
+
+
+def test_allowed_values_and_unknown_keys_are_reported_together():
     with pytest.raises(ConfigError) as error:
         load_config(PreprocessConfig, None, ["template=llava_v0", "bogus=1"])
-    assert "unknown option 'bogus'" in str(error.value) and "template='llava_v0'" in str(error.value)
+    assert "unknown option 'bogus'" in str(error.value)
+    assert "option 'template' = 'llava_v0': Input should be 'plain' or 'vicuna_v1'" in str(error.value)
+
+
+def test_the_config_templates_are_sp_cores_templates():
+    assert set(get_args(TemplateName)) == set(TEMPLATES)
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "infra" / "configs").glob("*.yaml")), ids=lambda p: p.name)
@@ -68,10 +107,16 @@ def test_train_config_refuses_what_it_cannot_do_before_any_worker_starts():
         load_config(TrainConfig, None, ["zero_stage=1", "stage=pretrain", "init_from=x", "precision=fp8", "lr=0",
                                           "placement_strategy=spread"])
     message = str(error.value)
-    for fragment in ("zero_stage=1; allowed: 2, 3", "init_from / full_finetune are finetune options",
-                     "precision='fp8'; allowed: auto, bf16, fp16, fp32", "lr=0.0 must be positive",
-                     "placement_strategy='spread'; allowed: PACK, SPREAD, STRICT_PACK, STRICT_SPREAD"):
-        assert fragment in message
+    for fragment in ("option 'zero_stage' = 1: Input should be 2 or 3",
+                     "option 'precision' = 'fp8': Input should be 'auto', 'bf16', 'fp16' or 'fp32'",
+                     "option 'placement_strategy' = 'spread': Input should be 'PACK', 'SPREAD', 'STRICT_PACK' or "
+                     "'STRICT_SPREAD'"):
+        assert fragment in message, message
+    with pytest.raises(ConfigError) as error:  # the schema's own checks, once every value has its type
+        load_config(TrainConfig, None, ["stage=pretrain", "init_from=x"])
+    assert "init_from / full_finetune are finetune options" in str(error.value)
+    with pytest.raises(ConfigError, match="option 'lr' = 0: Input should be greater than 0"):
+        load_config(TrainConfig, None, ["lr=0"])
     assert load_config(TrainConfig, None, ["zero_stage=3"]).zero_stage == 3  # ZeRO-3 is selectable
 
 

@@ -132,19 +132,19 @@ def test_a_question_whose_image_is_missing_is_counted_and_retried(first_run, tmp
     assert scores["missing"] == 1 and scores["questions"] == 3
 
 
-def test_score_subcommand_prints_one_json_object(first_run):
+def test_the_score_job_prints_one_json_object(first_run):
     config, _ = first_run
     out_dir = Path(config.output_dir) / "pool" / "synthetic"
-    done = subprocess.run([sys.executable, "jobs/evaluate.py", "score", "--benchmark", "synthetic", "--questions",
-                           str(out_dir / "questions-first6.jsonl"), "--answers", str(out_dir / "answers.jsonl")],
+    done = subprocess.run([sys.executable, "jobs/score.py", "benchmark=synthetic",
+                           f"questions={out_dir / 'questions-first6.jsonl'}", f"answers={out_dir / 'answers.jsonl'}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     metrics = json.loads(done.stdout)
     expected = json.loads((out_dir / "scores.json").read_text())  # what the evaluation run logged
     expected.pop("eval_errors")
     assert metrics == expected and metrics["questions"] == 6
-    failed = subprocess.run([sys.executable, "jobs/evaluate.py", "score", "--benchmark", "nope", "--questions", "x",
-                             "--answers", "y"], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    failed = subprocess.run([sys.executable, "jobs/score.py", "benchmark=nope", "questions=x", "answers=y"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120, check=False)
     assert failed.returncode == 2 and failed.stderr.startswith("score: error:") and "synthetic" in failed.stderr
 
 
@@ -177,9 +177,9 @@ def test_your_own_question_file_goes_through_evaluation_into_the_mlflow_comparis
     comparison = Path(client.download_artifacts(result.parent_run_id, "comparison.csv")).read_text().splitlines()
     assert comparison[0] == "model,my_shapes (accuracy),synthetic (accuracy)"
     answers = Path(config.output_dir) / "crop" / "my_shapes" / "answers.jsonl"
-    done = subprocess.run([sys.executable, "jobs/evaluate.py", "score", "--benchmark", "my_shapes", "--metric",
-                           "exact", "--questions", str(Path(config.output_dir) / "crop" / "my_shapes" /
-                                                       "questions-first4.jsonl"), "--answers", str(answers)],
+    questions = Path(config.output_dir) / "crop" / "my_shapes" / "questions-first4.jsonl"
+    done = subprocess.run([sys.executable, "jobs/score.py", "benchmark=my_shapes", "metric=exact",
+                           f"questions={questions}", f"answers={answers}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["accuracy"] == scores["accuracy"]
@@ -187,14 +187,17 @@ def test_your_own_question_file_goes_through_evaluation_into_the_mlflow_comparis
 
 def test_bad_evaluate_options_fail_before_any_work():
     with pytest.raises(ConfigError) as error:
-        load_config(EvaluateConfig, None, ["benchmarks=[{name: vqa9}, {name: pope}]", "batch_size=0",
-                                           "image_aspect=crop", "image_resize=cv2",
+        load_config(EvaluateConfig, None, ["batch_size=0", "image_aspect=crop", "image_resize=cv2",
                                            "image_decoding=viewer"])
     message = str(error.value)
+    assert "option 'batch_size' = 0: Input should be greater than 0" in message
+    assert "option 'image_aspect' = 'crop': Input should be 'pad' or 'square'" in message
+    assert "option 'image_resize' = 'cv2': Input should be 'torch' or 'pil'" in message
+    assert "option 'image_decoding' = 'viewer': Input should be 'llava' or 'display'" in message
+    with pytest.raises(ConfigError) as error:  # the checks across options, once each option is valid
+        load_config(EvaluateConfig, None, ["benchmarks=[{name: vqa9}, {name: pope}]"])
+    message = str(error.value)
     assert "benchmark 'vqa9' is unknown" in message and "benchmark pope: questions= is required" in message
-    assert "batch_size=0 must be at least 1" in message
-    assert "image_aspect='crop'; allowed: pad, square" in message and "image_resize='cv2'; allowed: torch, pil" in message
-    assert "image_decoding='viewer'; allowed: llava, display" in message
     assert EvaluateConfig(benchmarks=[EvalBenchmark(name="pope", questions="q.jsonl")]).benchmarks[0].name == "pope"
 
 

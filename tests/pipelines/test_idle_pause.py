@@ -9,7 +9,12 @@ import pyarrow as pa
 import pytest
 
 from pipelines.data import idle_pause
-from pipelines.data.idle_pause import IDLE_PAUSE_S, MAX_IDLE_PAUSE_S, PauseWhenIdle, pause_when_idle
+from pipelines.data.idle_pause import (
+    IDLE_PAUSE_S,
+    MAX_IDLE_PAUSE_S,
+    PauseWhenIdle,
+    pause_when_idle,
+)
 
 ROWS_PER_BLOCK = 100
 BLOCKS = 60

@@ -12,8 +12,9 @@ import pytest
 from PIL import Image
 
 from jobs.preprocess import run
+from pipelines.data.config import PreprocessConfig
 from pipelines.data.pixel_storage import decode_crop
-from pipelines.data.preprocess import PreprocessConfig, PreprocessResult
+from pipelines.data.preprocess import PreprocessResult
 from sp_core.image_processing import LlavaSPImageProcessor
 
 pytestmark = pytest.mark.integration
@@ -185,7 +186,7 @@ def test_the_resize_reference_is_a_shard_setting(llava_data, tiny_model_dir, tmp
         assert processor.image_processor.resize == resize
         keys[resize] = fingerprint(config, processor, "same inputs")
     assert keys["torch"] != keys["pil"]
-    with pytest.raises(ValueError, match="image_resize='cv2'; allowed: torch, pil"):
+    with pytest.raises(ValueError, match="image_resize\n  Input should be 'torch' or 'pil'"):
         _config(llava_data, tiny_model_dir, tmp_path / "out", image_resize="cv2")
 
 

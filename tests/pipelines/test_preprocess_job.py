@@ -15,4 +15,5 @@ def test_preprocess_job_reports_a_bad_option_in_one_line(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("preprocess: error:") and "unknown option 'bogus'" in last and "template='llava_v0'" in last
+    assert last.startswith("preprocess: error:") and "unknown option 'bogus'" in last and \
+        "option 'template' = 'llava_v0': Input should be 'plain' or 'vicuna_v1'" in last

@@ -4,7 +4,12 @@ import os
 
 import pytest
 
-from pipelines.runtime import LOCAL_TRAIN_SETTINGS, PREEMPTION_WATCHER_ENV, TRAIN_POLL_ENV, use_local_train_settings
+from pipelines.runtime import (
+    LOCAL_TRAIN_SETTINGS,
+    PREEMPTION_WATCHER_ENV,
+    TRAIN_POLL_ENV,
+    use_local_train_settings,
+)
 
 
 @pytest.mark.parametrize("name", sorted(LOCAL_TRAIN_SETTINGS))

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from pipelines.shared_base import graft_base_weights
-from sp_core.modeling import LlavaSPForConditionalGeneration
 from sp_core.loading import load_llava_sp
+from sp_core.modeling import LlavaSPForConditionalGeneration
 from sp_core.tiny import save_tiny_model
 
 SP = {"sp_variant": "cropping", "sp_num_tokens": 4, "sp_dfi_kernel": 4, "image_size": 112}

@@ -160,8 +160,8 @@ def test_step_loss_is_the_token_weighted_mean_over_workers_and_micro_batches(sta
     from transformers import AutoTokenizer
 
     from pipelines.train.data import collate, target_tokens
-    from pipelines.train.shards import ShardRowReader, shard_index
     from pipelines.train.plan import make_plan, plan_table
+    from pipelines.train.shards import ShardRowReader, shard_index
     from sp_core.image_processing import LlavaSPImageProcessor
 
     params = MlflowClient(stage1.tracking_uri).get_run(stage1.run_id).data.params

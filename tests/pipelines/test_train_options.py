@@ -31,7 +31,7 @@ def test_every_schedule_warms_up_linearly_then_follows_its_shape():
     assert constant[2:] == [1.0] * 8
     assert linear[2:] == pytest.approx([1.0 - step / 8 for step in range(8)])
     assert cosine[6] == pytest.approx(0.5) and cosine[4] > linear[4] and cosine[8] < linear[8]
-    with pytest.raises(ValueError, match="lr_scheduler='step'; allowed: cosine, linear, constant"):
+    with pytest.raises(ValueError, match="lr_scheduler\n  Input should be 'cosine', 'linear' or 'constant'"):
         TrainConfig(lr_scheduler="step")
 
 
@@ -74,7 +74,7 @@ def test_a_mix_weights_each_data_set_by_repeating_or_subsampling_its_rows(tmp_pa
     assert not mixed_index({first: 2.0, second: 0.5}, seed=1).equals(mix)
     with pytest.raises(ValueError, match="give data or data_mix, not both"):
         TrainConfig(data="x", data_mix={"y": 1.0})
-    with pytest.raises(ValueError, match="the weight of y must be a number > 0"):
+    with pytest.raises(ValueError, match="data_mix.y\n  Input should be greater than 0"):
         TrainConfig(data_mix={"y": 0})
 
 

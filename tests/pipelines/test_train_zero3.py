@@ -28,8 +28,9 @@ COMMON = {"stage": "finetune", "num_workers": 2, "micro_batch_size": 4, "max_ste
 @pytest.fixture(scope="module")
 def inputs(ray_session, environment):
     """The base model, a stage-1 checkpoint (the base projector, perturbed) and the mixed data set."""
+    from pipelines.data.config import PreprocessConfig
     from pipelines.data.model_inputs import row_processor_for
-    from pipelines.data.preprocess import PreprocessConfig, preprocess
+    from pipelines.data.preprocess import preprocess
     from pipelines.defaults import embedded_dataset, embedded_model_dir
 
     model_dir = embedded_model_dir("cropping")
@@ -108,8 +109,8 @@ def _by_step(result, key: str) -> list[float]:
 
 
 def test_the_data_puts_text_only_beside_images_in_the_last_step(inputs):
-    from pipelines.train.shards import shard_index
     from pipelines.train.plan import make_plan
+    from pipelines.train.shards import shard_index
 
     lengths = shard_index(inputs["data"]).column("modality_length").to_numpy()
     plan = make_plan(lengths, 2, 4, 1, 1, 42, 6)

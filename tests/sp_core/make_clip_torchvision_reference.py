@@ -21,7 +21,12 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from sp_core.image_processing import CLIP_IMAGE_MEAN, CLIP_IMAGE_STD, LlavaSPImageProcessor, expand_to_square
+from sp_core.image_processing import (
+    CLIP_IMAGE_MEAN,
+    CLIP_IMAGE_STD,
+    LlavaSPImageProcessor,
+    expand_to_square,
+)
 
 OUTPUT = Path(__file__).parent / "data" / "clip_torchvision_reference.safetensors"
 IMAGE_SIZE = 64

@@ -17,7 +17,12 @@ from pathlib import Path
 
 import torch
 import transformers
-from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+from transformers import (
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+)
 
 OUTPUT = Path(__file__).parent / "data" / "llava_hf_hub"
 VOCAB_SIZE, PAD_ID, BOS_ID, EOS_ID, IMAGE_ID = 580, 0, 1, 2, 3

@@ -13,7 +13,12 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForImageTextToText, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+from transformers import (
+    AutoModelForImageTextToText,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+)
 
 from sp_core.checkpoint_check import LlavaSPCheckpointError
 from sp_core.inference import GenerationRequest, LlavaSPGenerator, SamplingParams

@@ -1,8 +1,11 @@
+from dataclasses import asdict
+
 import pytest
 from transformers import CLIPVisionConfig
 
 from sp_core import LlavaSPConfig, LlavaSPConfigError
 from sp_core.config import spatial_schedule
+from sp_core.sp_options import SP_OPTION_FIELDS, SPOptions
 
 
 def test_paper_defaults_give_582_image_tokens():
@@ -53,8 +56,8 @@ def test_sliding_window_tiles_the_grid_top_to_bottom_left_to_right():
 @pytest.mark.parametrize(
     "options, fragment",
     [
-        (dict(sp_variant="bogus"), "sp_variant='bogus' is unknown; allowed: none, cropping, pooling, sliding_window"),
-        (dict(sp_extractor="mlp"), "sp_extractor='mlp' is unknown; allowed: conv, transformer"),
+        (dict(sp_variant="bogus"), "sp_variant='bogus': Input should be 'none', 'cropping', 'pooling' or 'sliding_window'"),
+        (dict(sp_extractor="mlp"), "sp_extractor='mlp': Input should be 'conv' or 'transformer'"),
         (dict(sp_variant="cropping", sp_num_tokens=8), "sp_num_tokens=8 is not possible for sp_variant='cropping'"),
         (dict(sp_num_tokens=5), "allowed: 1, 2, 3, 4, 6, 8, 12, 24"),
         (dict(sp_dfi_kernel=15), "sp_dfi_kernel=15 is not possible on a 24x24 grid"),
@@ -96,3 +99,13 @@ def test_a_saved_config_with_an_unknown_variant_fails_to_load(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(data))
     with pytest.raises(LlavaSPConfigError, match="sp_variant='zoom'"):
         LlavaSPConfig.from_pretrained(tmp_path)
+
+
+def test_the_sp_options_and_their_defaults_are_sp_options_own():
+    """One source: LlavaSPConfig's sp_* options are SPOptions', with its defaults, and refuse what it refuses."""
+    config = LlavaSPConfig()
+    ours = {name for name in vars(config) if name.startswith("sp_")}
+    assert ours == set(SP_OPTION_FIELDS)
+    assert {name: getattr(config, name) for name in SP_OPTION_FIELDS} == asdict(SPOptions())
+    with pytest.raises(LlavaSPConfigError, match=r"sp_transformer_layers=0: Input should be greater than or equal to 1"):
+        LlavaSPConfig(sp_transformer_layers=0)

@@ -5,16 +5,19 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import CLIPVisionModel, LlamaForCausalLM
 
+from pipelines.commands.convert import main
 from sp_core.convert import (
     OfficialCheckpointError,
     detect_official_variant,
-    main,
     projector_from_official,
     strip_official_prefix,
 )
 from sp_core.loading import load_llava_sp
 from sp_core.tiny import tiny_config
-from tests.sp_core.official_reference import official_projector_forward, official_state_dict
+from tests.sp_core.official_reference import (
+    official_projector_forward,
+    official_state_dict,
+)
 from tests.sp_core.serving_answers import assert_serves_like_generate
 
 SMALL = dict(vision_width=32, spatial_width=16, text_width=64)
@@ -136,8 +139,8 @@ def _official_lora_checkpoint(tmp_path, tokenizer):
 def test_cli_converts_a_whole_official_lora_checkpoint(tmp_path, tiny_tokenizer, capsys):
     checkpoint, expected_llm, trainables = _official_lora_checkpoint(tmp_path, tiny_tokenizer)
     out = tmp_path / "converted"
-    code = main(["--checkpoint", str(checkpoint), "--base-llm", str(tmp_path / "vicuna"),
-                 "--vision-tower", str(tmp_path / "clip"), "--out", str(out), "--dtype", "float32"])
+    code = main([f"checkpoint={checkpoint}", f"base_llm={tmp_path / 'vicuna'}", f"vision_tower={tmp_path / 'clip'}",
+                 f"out={out}", "dtype=float32"])
     assert code == 0, capsys.readouterr().err
     assert not list(out.glob("*.bin"))
 
@@ -163,12 +166,11 @@ def test_cli_reports_a_bad_checkpoint_in_one_line(tmp_path, tiny_tokenizer, caps
     checkpoint, _, trainables = _official_lora_checkpoint(tmp_path, tiny_tokenizer)
     del trainables["base_model.model.model.conv_CM.weight"]
     torch.save(trainables, checkpoint / "non_lora_trainables.bin")
-    code = main(["--checkpoint", str(checkpoint), "--base-llm", str(tmp_path / "vicuna"),
-                 "--vision-tower", str(tmp_path / "clip"), "--out", str(tmp_path / "out")])
+    code = main([f"checkpoint={checkpoint}", f"base_llm={tmp_path / 'vicuna'}", f"vision_tower={tmp_path / 'clip'}",
+                 f"out={tmp_path / 'out'}"])
     assert code == 2
     assert "missing key 'conv_CM.weight'" in capsys.readouterr().err
-    assert main(["--checkpoint", str(tmp_path / "nowhere"), "--base-llm", "x", "--vision-tower", "y",
-                 "--out", str(tmp_path / "o")]) == 2
+    assert main([f"checkpoint={tmp_path / 'nowhere'}", "base_llm=x", "vision_tower=y", f"out={tmp_path / 'o'}"]) == 2
 
 
 @pytest.mark.parametrize("variant", ["pooling", "cropping"])

@@ -15,12 +15,20 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+from transformers import (
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+)
 
-from sp_core.convert import main
+from pipelines.commands.convert import main
 from sp_core.loading import load_llava_sp
 from sp_core.tiny import TINY_TEXT, TINY_VISION
-from tests.sp_core.official_reference import official_projector_forward, official_state_dict
+from tests.sp_core.official_reference import (
+    official_projector_forward,
+    official_state_dict,
+)
 from tests.sp_core.serving_answers import assert_serves_like_generate
 from tests.sp_core.test_init_model import _noise_image, _tokenizer_without_image_token
 
@@ -110,7 +118,7 @@ def _as_bin_shards(directory: Path) -> None:
 
 
 def _convert(official: OfficialFull, out: Path, capsys, *extra: str) -> tuple[int, str]:
-    code = main(["--checkpoint", str(official.directory), "--out", str(out), "--dtype", "float32", *extra])
+    code = main([f"checkpoint={official.directory}", f"out={out}", "dtype=float32", *extra])
     return code, capsys.readouterr().err
 
 
@@ -168,19 +176,19 @@ def test_a_wrong_full_checkpoint_is_refused_naming_the_official_key(tmp_path, ca
         shard = official.directory / index["weight_map"][key]
         save_file(load_file(str(shard)) | {key: tensor}, str(shard), metadata={"format": "pt"})
 
-    code, err = _convert(official, tmp_path / "out-base", capsys, "--base-llm", "lmsys/vicuna-7b-v1.5")
-    assert code == 2 and "full checkpoint" in err and "--base-llm must not be given" in err
+    code, err = _convert(official, tmp_path / "out-base", capsys, "base_llm=lmsys/vicuna-7b-v1.5")
+    assert code == 2 and "full checkpoint" in err and "base_llm= must not be given" in err
 
     norm = "model.vision_tower.vision_tower.vision_model.post_layernorm.weight"
     replace(norm, torch.ones(16))
     code, err = _convert(official, tmp_path / "out-shape", capsys)
-    assert code == 2 and ("(its vision tower, model.vision_tower.vision_tower.*) does not fit the model exactly:\n"
-                          "  - post_layernorm.weight has shape (16,) in the checkpoint, (32,) in the model") in err
+    assert code == 2 and ("(its vision tower, model.vision_tower.vision_tower.*) does not fit the model exactly: "
+                          "- post_layernorm.weight has shape (16,) in the checkpoint, (32,) in the model") in err
     replace(norm, official.clip.post_layernorm.weight.detach())
 
     drop("model.layers.1.self_attn.q_proj.weight")
     code, err = _convert(official, tmp_path / "out-missing", capsys)
-    assert code == 2 and ("official-full (its language model) does not fit the model exactly:\n  - missing from the "
+    assert code == 2 and ("official-full (its language model) does not fit the model exactly: - missing from the "
                           "checkpoint: 1 key(s): model.layers.1.self_attn.q_proj.weight") in err
     assert not (tmp_path / "out-missing").exists()
 

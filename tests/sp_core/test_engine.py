@@ -7,7 +7,14 @@ import pytest
 import torch
 from PIL import Image
 
-from sp_core.engine import DONE, ERROR, TEXT, EngineFullError, EngineLimits, GenerationEngine
+from sp_core.engine import (
+    DONE,
+    ERROR,
+    TEXT,
+    EngineFullError,
+    EngineLimits,
+    GenerationEngine,
+)
 from sp_core.image_processing import LlavaSPImageProcessor
 from sp_core.inference import GenerationRequest, LlavaSPGenerator, SamplingParams
 from sp_core.tiny import build_tiny_model

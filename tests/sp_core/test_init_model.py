@@ -28,18 +28,16 @@ from transformers import (
     SiglipVisionModel,
 )
 
+from pipelines.commands.init_model import main
 from sp_core.checkpoint_check import LlavaSPCheckpointError
 from sp_core.config import LlavaSPConfigError
 from sp_core.image_processing import LlavaSPImageProcessor
-from sp_core.init_model import (
-    PROVENANCE_FILE,
-    InitModelError,
-    build_initial_model,
-    main,
-)
+from sp_core.init_model import PROVENANCE_FILE, InitModelError, build_initial_model
 from sp_core.loading import load_llava_sp
 from sp_core.tiny import TINY_TEXT, TINY_VISION
 from tests.sp_core.serving_answers import assert_serves_like_generate
+
+COMMAND = "pipelines.commands.init_model"  # llava-sp-init
 
 UNK, BOS, EOS = "<unk>", "<s>", "</s>"
 SOURCE_MEAN, SOURCE_STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]  # not CLIP's: shows the source's config was read
@@ -162,9 +160,9 @@ def test_builds_a_loadable_starting_model_from_the_sources(sources, tmp_path, va
 
 def test_cli_round_trip_passes_options_and_dtype(sources, tmp_path, capsys):
     out = tmp_path / "init-cli"
-    code = main(["--base-llm", str(sources.llm_dir), "--vision-tower", str(sources.vision_dir), "--out", str(out),
-                 "--sp-variant", "cropping", "--sp-num-tokens", "3", "--no-sp-dfi", "--sp-dfi-kernel", "12",
-                 "--no-sp-projector-bias", "--dtype", "bfloat16", "--seed", "1"])
+    code = main([f"base_llm={sources.llm_dir}", f"vision_tower={sources.vision_dir}", f"out={out}",
+                 "sp_variant=cropping", "sp_num_tokens=3", "sp_dfi=false", "sp_dfi_kernel=12", "sp_projector_bias=false",
+                 "dtype=bfloat16", "seed=1"])
     assert code == 0, capsys.readouterr().err
     assert capsys.readouterr().out.strip() == f"wrote {out}"
     model, processor = load_llava_sp(out, dtype=torch.bfloat16)
@@ -188,15 +186,15 @@ def test_cli_round_trip_passes_options_and_dtype(sources, tmp_path, capsys):
 
 def test_python_dash_m_reports_a_bad_vision_tower_in_one_line(sources, tmp_path, monkeypatch, capsys):
     missing = tmp_path / "no-such-clip"
-    monkeypatch.setattr(sys, "argv", ["llava-sp-init", "--base-llm", str(sources.llm_dir), "--vision-tower",
-                                      str(missing), "--out", str(tmp_path / "out")])
-    monkeypatch.delitem(sys.modules, "sp_core.init_model")  # as `python -m` finds it: not yet imported
+    monkeypatch.setattr(sys, "argv", ["llava-sp-init", f"base_llm={sources.llm_dir}", f"vision_tower={missing}",
+                                      f"out={tmp_path / 'out'}"])
+    monkeypatch.delitem(sys.modules, COMMAND, raising=False)  # as `python -m` finds it: not yet imported
     with pytest.raises(SystemExit) as exit_info:
-        runpy.run_module("sp_core.init_model", run_name="__main__", alter_sys=True)
+        runpy.run_module(COMMAND, run_name="__main__", alter_sys=True)
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1
-    assert error.startswith(f"llava-sp-init: vision tower {str(missing)!r} does not exist")
+    assert error.startswith(f"llava-sp-init: error: vision tower {str(missing)!r} does not exist")
     assert not (tmp_path / "out").exists()
 
 
@@ -286,7 +284,7 @@ def test_a_base_llm_with_a_missing_weight_is_refused_naming_it(sources, tmp_path
     with pytest.raises(LlavaSPCheckpointError, match=r"vicuna-broken does not fit the model exactly:\n  - missing from "
                                                      r"the checkpoint: 1 key\(s\): model\.layers\.0\.self_attn\.q_proj"):
         build_initial_model(str(broken), str(sources.vision_dir), tmp_path / "out")
-    assert main(["--base-llm", str(broken), "--vision-tower", str(sources.vision_dir), "--out", str(tmp_path / "o")]) == 2
+    assert main([f"base_llm={broken}", f"vision_tower={sources.vision_dir}", f"out={tmp_path / 'o'}"]) == 2
 
 
 def test_a_qwen2_llm_with_tied_embeddings_starts_exactly(sources, tmp_path, tiny_tokenizer):

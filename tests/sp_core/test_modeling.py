@@ -9,7 +9,7 @@ from transformers import AutoModelForImageTextToText
 from sp_core import LlavaSPForConditionalGeneration, LlavaSPInputError
 from sp_core.checkpoint_check import LlavaSPCheckpointError
 from sp_core.loading import load_llava_sp
-from sp_core.modeling import LANGUAGE_MODEL_LORA_TARGETS
+from sp_core.lora_targets import LANGUAGE_MODEL_LORA_TARGETS
 from sp_core.tiny import build_tiny_model
 
 PROMPT = "USER: <image>\nWhat colour is the shape? ASSISTANT:"

@@ -1,0 +1,41 @@
+"""The image options every config shares (preprocessing, training, evaluation, serving): their allowed values and
+defaults. Only typing here, so that a job's configuration, and its --help, load without torch or Pillow."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+# How a non-square image becomes square before the CLIP resize: "pad" (LLaVA-1.5's expand2square, the default) or
+# "square" (CLIP's own shortest-edge resize and centre crop).
+AspectMode = Literal["pad", "square"]
+ASPECT_MODES: tuple[str, ...] = get_args(AspectMode)
+# Whose bicubic resize runs: Pillow's, as the official LLaVA-1.5 code and CLIPImageProcessorPil, or torch's
+# antialiased one, as transformers' torchvision-backed CLIPImageProcessor.
+ResizeBackend = Literal["torch", "pil"]
+RESIZE_BACKENDS: tuple[str, ...] = get_args(ResizeBackend)
+# How file bytes become RGB (sp_core.image_decoding): "llava" as the official loader, "display" as a viewer shows it.
+ImageDecoding = Literal["llava", "display"]
+IMAGE_DECODINGS: tuple[str, ...] = get_args(ImageDecoding)
+
+DEFAULT_ASPECT: AspectMode = "pad"
+DEFAULT_RESIZE: ResizeBackend = "pil"
+DEFAULT_DECODING: ImageDecoding = "llava"
+# PIL's own decompression-bomb threshold (Image.MAX_IMAGE_PIXELS), about 0.25 GB of RGB pixels.
+DEFAULT_MAX_PIXELS = 89_478_485
+
+
+def decoding_problem(decoding: str) -> str | None:
+    """What is wrong with a config's image_decoding value, or None."""
+    if decoding in IMAGE_DECODINGS:
+        return None
+    return f"image_decoding={decoding!r}; allowed: {', '.join(IMAGE_DECODINGS)}"
+
+
+def image_option_problems(aspect: str, resize: str, decoding: str = DEFAULT_DECODING) -> list[str]:
+    """What is wrong with a config's image_aspect / image_resize / image_decoding, one message per bad value."""
+    problems = [decoding_problem(decoding)] if decoding_problem(decoding) else []
+    if aspect not in ASPECT_MODES:
+        problems.append(f"image_aspect={aspect!r}; allowed: {', '.join(ASPECT_MODES)}")
+    if resize not in RESIZE_BACKENDS:
+        problems.append(f"image_resize={resize!r}; allowed: {', '.join(RESIZE_BACKENDS)}")
+    return problems
