@@ -15,6 +15,7 @@ from pydantic.dataclasses import dataclass
 
 from pipelines.config import OPTIONS
 from sp_core.lora_targets import LANGUAGE_MODEL_LORA_TARGETS
+from sp_core.sp_options import SP_VARIANTS
 
 Stage = Literal["pretrain", "finetune"]
 STAGES: tuple[str, ...] = get_args(Stage)
@@ -25,7 +26,6 @@ LR_SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant_w
 ZeroStage = Literal[2, 3]  # infra/deepspeed/zero{stage}.json
 PlacementStrategy = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]  # Ray placement groups
 ResumeMode = Literal["auto", "force"]
-EmbeddedVariant = Literal["none", "cropping", "pooling", "sliding_window"]
 
 
 @dataclass(config=OPTIONS)
@@ -34,8 +34,9 @@ class TrainConfig:
     """pretrain: the projector (and the LLM with pretrain_llm); finetune: LoRA or the full LLM, plus the projector"""
     model: str = ""
     """Base model: a model dir or hub id; "" = the embedded tiny model of `variant`."""
-    variant: EmbeddedVariant = "cropping"
-    """The embedded tiny model's SP variant (only where model is "")."""
+    variant: str = "cropping"
+    """The embedded tiny model's SP variant (none, cropping, pooling or sliding_window) where model is ""; with a
+    model of your own, a label in the run's default name."""
     init_from: str = ""
     """finetune: a stage-1 checkpoint dir, or "mlflow:<run_id>" of a stage-1 run; "" = the base model's projector."""
     data: str = ""
@@ -144,6 +145,8 @@ class TrainConfig:
                             "full_finetune=true")
         if self.data and self.data_mix:
             problems.append("give data or data_mix, not both")
+        if not self.model and self.variant not in SP_VARIANTS:
+            problems.append(f"variant={self.variant!r}: the embedded tiny model is one of {', '.join(SP_VARIANTS)}")
         if problems:
             raise ValueError("; ".join(problems))
 

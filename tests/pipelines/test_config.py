@@ -117,6 +117,9 @@ def test_train_config_refuses_what_it_cannot_do_before_any_worker_starts():
     assert "init_from / full_finetune are finetune options" in str(error.value)
     with pytest.raises(ConfigError, match="option 'lr' = 0: Input should be greater than 0"):
         load_config(TrainConfig, None, ["lr=0"])
+    with pytest.raises(ConfigError, match="variant='crop': the embedded tiny model is one of none, cropping, pooling"):
+        load_config(TrainConfig, None, ["variant=crop"])
+    assert load_config(TrainConfig, None, ["model=/models/mine", "variant=tab4-tokens-1"]).variant == "tab4-tokens-1"
     assert load_config(TrainConfig, None, ["zero_stage=3"]).zero_stage == 3  # ZeRO-3 is selectable
 
 
