@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Callable
 from typing import TypeVar
 
 from pipelines.config import ConfigError, load_config, to_yaml
 from pipelines.config_help import options_help
+from pipelines.output import configure_output
 
 T = TypeVar("T")
 
@@ -25,8 +25,11 @@ def parse_config(schema: type[T], argv: list[str] | None, description: str) -> T
                                             f"{options_help(schema)}")
     parser.add_argument("--config", help="YAML file with options (examples: infra/configs/)")
     parser.add_argument("--print-config", action="store_true", help="print the whole configuration as YAML and exit")
+    parser.add_argument("--verbose", action="store_true",
+                        help="print Ray's, MLflow's and the workers' logs too (by default they stay in log files)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="override one option")
     arguments = parser.parse_intermixed_args(argv)
+    configure_output(arguments.verbose)
     config = load_config(schema, arguments.config, arguments.overrides)
     if arguments.print_config:
         print(to_yaml(config), end="")
@@ -34,10 +37,8 @@ def parse_config(schema: type[T], argv: list[str] | None, description: str) -> T
     return config
 
 
-def run_job(name: str, main: Callable[[], int | None], errors: tuple[type[BaseException], ...] = (),
-            log_level: str = "INFO") -> int:
+def run_job(name: str, main: Callable[[], int | None], errors: tuple[type[BaseException], ...] = ()) -> int:
     """Run a command's body; a failure the user can fix (USER_ERRORS, and `errors`) is one line on stderr, exit 2."""
-    logging.basicConfig(level=log_level, format="%(asctime)s %(name)s: %(message)s")
     try:
         return int(main() or 0)
     except (*USER_ERRORS, *errors) as error:

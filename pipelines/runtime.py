@@ -9,6 +9,7 @@ import ray
 
 from pipelines.data.idle_pause import pause_when_idle_by_default
 from pipelines.locations import check_job_locations
+from pipelines.output import is_verbose, quiet_library_loggers
 
 logger = logging.getLogger(__name__)
 TRAIN_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
@@ -47,13 +48,15 @@ def init_ray(num_cpus: int | None = None, writes: dict[str, str] | None = None, 
     if ray.is_initialized():
         check_job_locations(writes or {}, tracks)
         return
+    quiet_library_loggers()
     address = os.environ.get("RAY_ADDRESS")
+    # Workers' output (Ray Train, Serve replicas, Ray Data tasks) stays in Ray's log files unless --verbose.
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=is_verbose())
     else:
         use_local_train_settings()
         context = ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-                           log_to_driver=True)
+                           log_to_driver=is_verbose())
         logger.info("ray dashboard: http://%s", context.dashboard_url)
     check_job_locations(writes or {}, tracks)
     if on_one_machine():

@@ -26,8 +26,9 @@ def head_environment() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def ray_head(num_cpus: int = 2) -> Iterator[str]:
-    """Yield the dashboard address (what RAY_ADDRESS / --address take) of a fresh head node."""
+def ray_head(num_cpus: int = 2) -> Iterator[tuple[str, Path]]:
+    """Yield the dashboard address (what RAY_ADDRESS / --address take) of a fresh head node, and its temp dir (the
+    session's logs are in <temp dir>/session_latest/logs)."""
     temp_dir = tempfile.mkdtemp(prefix="rh-", dir="/tmp")  # short: Ray's socket paths have a length limit
     dashboard_port = free_port()
     # Every port explicit: the defaults (agent 52365, metrics, client server) collide with a local Ray that the
@@ -53,7 +54,7 @@ def ray_head(num_cpus: int = 2) -> Iterator[str]:
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"ray head did not start: {(Path(temp_dir) / 'head.log').read_text()[-2000:]}")
                 time.sleep(1)
-        yield address
+        yield address, Path(temp_dir)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     # An input that cannot be scored (or a judge that cannot be reached) is reported in one line, not a traceback.
-    return run_job("score", work, errors=(OSError, JudgeError), log_level="WARNING")
+    return run_job("score", work, errors=(OSError, JudgeError))
 
 
 if __name__ == "__main__":

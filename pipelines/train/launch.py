@@ -20,11 +20,13 @@ from transformers import AutoTokenizer
 from pipelines import tracking
 from pipelines.config import flatten
 from pipelines.data.idle_pause import pause_when_idle
+from pipelines.output import is_verbose
 from pipelines.runtime import on_one_machine
 from pipelines.train.checkpoint import DEEPSPEED_DIR
 from pipelines.train.config import TrainConfig
 from pipelines.train.loop import train_func
 from pipelines.train.plan import make_plan, plan_table
+from pipelines.train.progress import TrainingProgress
 from pipelines.train.run_identity import (
     RunRecord,
     check_resumable,
@@ -219,7 +221,11 @@ def train(config: TrainConfig, model_dir: str, data_dir: str | dict[str, float])
         ),
     )
     try:
-        result = trainer.fit()
+        if is_verbose():  # the workers' logs reach the console
+            result = trainer.fit()
+        else:
+            with TrainingProgress(uri, run_id, name, plan.steps):
+                result = trainer.fit()
     except BaseException:
         from mlflow import MlflowClient
 
