@@ -2,11 +2,11 @@
 
     python jobs/preprocess.py                           # embedded default: synthetic stage-2 rows, tiny model
     python jobs/preprocess.py template=plain            # the synthetic stage-1 captions
-    python jobs/preprocess.py --config infra/configs/preprocess.yaml data=[llava_v1_5_mix665k.json] \
-        image_root=/data/llava/images model=/models/llava-sp-cropping
+    python jobs/preprocess.py --config infra/configs/preprocess-llava665k.yaml model=/models/llava-sp-cropping
+    python jobs/preprocess.py data=[my_data.json] image_root=/data/my_images name=my_data   # your own data
     ray job submit --working-dir . --runtime-env infra/runtime_env.yaml -- python jobs/preprocess.py template=plain
 
-Prints read = written + quarantined (by reason); bad rows are listed in <dataset>/quarantine/.
+Prints read = written + quarantined (by reason); bad rows are listed in <dataset>/quarantine/. Every option: --help.
 """
 
 from __future__ import annotations

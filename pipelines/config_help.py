@@ -1,5 +1,5 @@
-"""The options of a config dataclass as --help lists them: name, type, default and meaning, read from pydantic's
-JSON schema of the dataclass (the meaning is the docstring under each field)."""
+"""The options of a config class as --help and docs/configuration.md list them: name, type, default and meaning,
+read from pydantic's JSON schema of the class (the meaning is the docstring or Field description of each field)."""
 
 from __future__ import annotations
 
@@ -12,20 +12,57 @@ from typing import Any
 from pydantic import TypeAdapter
 
 INDENT = "      "
+BOUNDS = (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("exclusiveMaximum", "<"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One option by its command-line path (models.N.name); a group (models.N) has no type or default."""
+
+    name: str
+    kind: str
+    default: str
+    meaning: str
+    group: bool = False
+
+
+def options(schema: type) -> list[Option]:
+    document = TypeAdapter(schema).json_schema()
+    found: list[Option] = []
+    _walk(document, document.get("$defs", {}), "", _factory_defaults(schema), found)
+    return found
 
 
 def options_help(schema: type, width: int = 100) -> str:
     """One entry per option, nested ones by their command-line path (models.N.name)."""
-    document = TypeAdapter(schema).json_schema()
     lines: list[str] = []
-    _describe_object(document, document.get("$defs", {}), "", lines, width, _factory_defaults(schema))
+    for option in options(schema):
+        if option.group:
+            lines.append(f"  {option.name}.*  {option.meaning}".rstrip())
+            continue
+        lines.append(f"  {option.name} ({option.kind}, default {option.default})")
+        lines.extend(textwrap.wrap(option.meaning, width, initial_indent=INDENT, subsequent_indent=INDENT))
     return "\n".join(lines)
+
+
+def _walk(node: dict, definitions: dict, prefix: str, factory_defaults: dict[str, Any], found: list[Option]) -> None:
+    for name, prop in node.get("properties", {}).items():
+        path, meaning = f"{prefix}{name}", " ".join(prop.get("description", "").split())
+        nested = _nested_object(prop, definitions)
+        if nested is not None:
+            target, suffix = nested
+            found.append(Option(f"{path}{suffix}", "", "", meaning, group=True))
+            _walk(target, definitions, f"{path}{suffix}.", factory_defaults, found)
+            continue
+        if "default" not in prop and path in factory_defaults:
+            prop = {**prop, "default": factory_defaults[path]}
+        found.append(Option(path, _type(prop, definitions), _default(prop), meaning))
 
 
 def _factory_defaults(schema: type, prefix: str = "") -> dict[str, Any]:
     """path -> default of the fields whose default comes from a factory, which the JSON schema leaves out."""
     defaults: dict[str, Any] = {}
-    hints = typing.get_type_hints(schema)
+    hints = typing.get_type_hints(schema, include_extras=False)
     for field in dataclasses.fields(schema):
         if field.default_factory is not dataclasses.MISSING:
             value = field.default_factory()
@@ -37,43 +74,8 @@ def _factory_defaults(schema: type, prefix: str = "") -> dict[str, Any]:
     return defaults
 
 
-def option_entries(schema: type) -> dict[str, dict[str, Any]]:
-    """name -> its JSON schema property (type, default, description), nested names included."""
-    document = TypeAdapter(schema).json_schema()
-    entries: dict[str, dict[str, Any]] = {}
-    _collect(document, document.get("$defs", {}), "", entries)
-    return entries
-
-
-def _collect(node: dict, definitions: dict, prefix: str, entries: dict[str, dict[str, Any]]) -> None:
-    for name, prop in node.get("properties", {}).items():
-        nested = _nested_object(prop, definitions)
-        if nested is not None:
-            _collect(nested[0], definitions, f"{prefix}{name}{nested[1]}.", entries)
-        else:
-            entries[f"{prefix}{name}"] = prop
-
-
-def _describe_object(node: dict, definitions: dict, prefix: str, lines: list[str], width: int,
-                     factory_defaults: dict[str, Any]) -> None:
-    for name, prop in node.get("properties", {}).items():
-        nested = _nested_object(prop, definitions)
-        if nested is not None:
-            target, suffix = nested
-            header = f"  {prefix}{name}{suffix}.*"
-            lines.append(header + (f"  {prop['description']}" if prop.get("description") else ""))
-            _describe_object(target, definitions, f"{prefix}{name}{suffix}.", lines, width, factory_defaults)
-            continue
-        path = f"{prefix}{name}"
-        if "default" not in prop and path in factory_defaults:
-            prop = {**prop, "default": factory_defaults[path]}
-        lines.append(f"  {path} ({_type(prop, definitions)}, default {_default(prop)})")
-        description = " ".join(prop.get("description", "").split())
-        lines.extend(textwrap.wrap(description, width, initial_indent=INDENT, subsequent_indent=INDENT))
-
-
 def _nested_object(prop: dict, definitions: dict) -> tuple[dict, str] | None:
-    """(the object's schema, path suffix) when the property holds a dataclass (.) or a list of them (.N)."""
+    """(the object's schema, path suffix) when the property holds a dataclass ("") or a list of them (".N")."""
     if "$ref" in prop:
         return _resolve(prop, definitions), ""
     items = prop.get("items", {})
@@ -86,12 +88,10 @@ def _resolve(prop: dict, definitions: dict) -> dict:
     return definitions[prop["$ref"].rsplit("/", 1)[-1]]
 
 
-BOUNDS = (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("exclusiveMaximum", "<"))
-
-
 def _type(prop: dict, definitions: dict) -> str:
     bounds = [f"{sign} {prop[key]}" for key, sign in BOUNDS if key in prop]
-    return " ".join([_base_type(prop, definitions), ", ".join(bounds)]) if bounds else _base_type(prop, definitions)
+    base = _base_type(prop, definitions)
+    return f"{base} {', '.join(bounds)}" if bounds else base
 
 
 def _base_type(prop: dict, definitions: dict) -> str:

@@ -58,7 +58,8 @@ class PreprocessConfig:
     """How shards store the crops (the same pixels either way): webp (lossless, ~1.4x a photo's JPEG) or raw (~3x,
     faster to read)."""
     model_max_length: PositiveInt = 2048
-    """Tokens per row after <image> expansion; longer rows are quarantined."""
+    """Tokens per row after <image> expansion: longer rows are truncated as LLaVA does (never inside the image), and
+    quarantined if no answer token is left."""
     max_image_pixels: PositiveInt = DEFAULT_MAX_PIXELS
     """Width x height over which an image is refused before decoding (decompression bombs; PIL's default)."""
     max_image_bytes: PositiveInt = 64 * 1024 * 1024
