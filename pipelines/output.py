@@ -25,12 +25,13 @@ QUIET_ENVIRONMENT = {
 def configure_output(verbose: bool) -> None:
     """Before the job imports Ray or the model libraries: they read these settings when they load."""
     os.environ[VERBOSE_ENV] = "1" if verbose else "0"
+    # basicConfig leaves a logging set up already (an embedding program's, pytest's) as it is.
     if verbose:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", force=True)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
         return
     for name, value in QUIET_ENVIRONMENT.items():
         os.environ.setdefault(name, value)
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", force=True)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     quiet_library_loggers()
 
 

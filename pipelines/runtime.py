@@ -48,20 +48,22 @@ def init_ray(num_cpus: int | None = None, writes: dict[str, str] | None = None, 
     if ray.is_initialized():
         check_job_locations(writes or {}, tracks)
         return
-    quiet_library_loggers()
+    # Workers' output (Ray Train, Serve replicas, Ray Data tasks) stays in Ray's log files unless --verbose, and
+    # ray.init sets Ray's own logger to logging_level.
+    output = {"log_to_driver": is_verbose(), "logging_level": logging.INFO if is_verbose() else logging.WARNING}
     address = os.environ.get("RAY_ADDRESS")
-    # Workers' output (Ray Train, Serve replicas, Ray Data tasks) stays in Ray's log files unless --verbose.
     if address:
-        ray.init(address=address, log_to_driver=is_verbose())
+        ray.init(address=address, **output)
     else:
         use_local_train_settings()
         context = ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-                           log_to_driver=is_verbose())
+                           **output)
         logger.info("ray dashboard: http://%s", context.dashboard_url)
+    quiet_library_loggers()
     check_job_locations(writes or {}, tracks)
     if on_one_machine():
         pause_when_idle_by_default()
-    logger.info("ray: %s", ray.cluster_resources())
+    logger.debug("ray: %s", ray.cluster_resources())
 
 
 def on_one_machine() -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -14,6 +15,24 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 use_local_train_settings()  # before any Ray starts: the session's, multi-node and `ray start` clusters inherit it
+
+
+@pytest.fixture(autouse=True)
+def _output_settings_stay_with_their_test():
+    """A job's main() run in-process sets the output settings of a program (pipelines.output): undo them after."""
+    from pipelines.output import QUIET_ENVIRONMENT, QUIET_LOGGERS, VERBOSE_ENV
+
+    names = (VERBOSE_ENV, *QUIET_ENVIRONMENT)
+    saved = {name: os.environ.get(name) for name in names}
+    levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import threading
 
 from ray import serve
 
+from pipelines.output import quiet_library_loggers
 from pipelines.runtime import init_ray
 from pipelines.serve.app import build_app
 from pipelines.serve.config import ServeConfig
@@ -18,6 +19,7 @@ logger = logging.getLogger(__name__)
 def deploy(config: ServeConfig) -> str:
     """Start (or reuse) Serve on config.host:port and run the app; returns the base URL."""
     serve.start(http_options={"host": config.host, "port": config.port})
+    quiet_library_loggers()  # Serve sets its driver logger to INFO when it starts
     serve.run(build_app(config), name=config.app_name, route_prefix=config.route_prefix, blocking=False)
     host = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
     return f"http://{host}:{config.port}{config.route_prefix.rstrip('/')}"

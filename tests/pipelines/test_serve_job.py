@@ -1,6 +1,7 @@
 """jobs/serve.py as a user runs it: its own local Ray, the tiny model on 127.0.0.1, stopped with Ctrl-C."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -42,6 +43,11 @@ def test_serve_job_serves_the_embedded_model_until_interrupted(tmp_path):
         answer = httpx.post(f"http://127.0.0.1:{PORT}/v1/chat/completions", timeout=60, json={
             "model": "llava-sp-cropping", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 4})
         assert answer.status_code == 200 and answer.json()["usage"]["completion_tokens"] == 4
+        # The job's local Ray: its dashboard on loopback, refusing a caller without Ray's token.
+        log.seek(0)
+        dashboard = re.search(r"ray dashboard: (http://\S+)", log.read()).group(1)
+        assert dashboard.startswith("http://127.0.0.1:")
+        assert httpx.get(f"{dashboard}/api/version", timeout=10).status_code == 401
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0
     finally:
@@ -51,6 +57,7 @@ def test_serve_job_serves_the_embedded_model_until_interrupted(tmp_path):
     output = log.read()
     assert f"serving llava-sp-cropping at http://127.0.0.1:{PORT}/v1/chat/completions" in output
     assert "stopping: removing app llava-sp" in output
+    assert "Application 'llava-sp' is ready" not in output  # Serve's INFO lines stay in Ray's logs (no --verbose)
     assert (tmp_path / "home" / "models" / "tiny-cropping" / "model.safetensors").is_file()
 
 
