@@ -46,6 +46,20 @@ def _code_lines(path: Path) -> list[str]:
     return lines
 
 
+def _help_command_lines(path: Path) -> list[str]:
+    """The example command lines of a command's --help (its module docstring), continuation lines joined."""
+    text = path.read_text()
+    docstring = text.split('"""')[1] if text.count('"""') >= 2 else ""
+    lines, pending = [], ""
+    for line in docstring.splitlines():
+        if line.startswith("    ") or pending:
+            pending += line.rstrip("\\").strip() + " "
+            if not line.rstrip().endswith("\\"):
+                lines.append(pending.strip())
+                pending = ""
+    return lines
+
+
 def _config_of(command: str) -> type:
     for names, target in COMMANDS.items():
         if any(name.split()[-1] == command for name in names.split(", ")):
@@ -75,9 +89,9 @@ def test_every_file_of_the_repository_named_exists(path):
         assert (ROOT / name).exists() or (ROOT / name.rstrip(".")).exists(), f"{path.name} names {name}"
 
 
-@pytest.mark.parametrize("path", DOCS, ids=lambda path: path.name)
-def test_every_command_in_the_docs_exists_and_takes_the_options_given(path):
-    for line in _code_lines(path):
+@pytest.mark.parametrize("path", DOCS + HELP_SOURCES, ids=lambda path: str(path.relative_to(ROOT)))
+def test_every_command_in_the_docs_and_the_help_exists_and_takes_the_options_given(path):
+    for line in _code_lines(path) if path.suffix == ".md" else _help_command_lines(path):
         match = JOB.search(line)
         if not match:
             continue

@@ -17,9 +17,9 @@ from sp_core.image_options import (
     DEFAULT_DECODING,
     DEFAULT_MAX_PIXELS,
     DEFAULT_RESIZE,
-    AspectMode,
-    ImageDecoding,
-    ResizeBackend,
+    ImageAspectOption,
+    ImageDecodingOption,
+    ImageResizeOption,
 )
 
 # The conversation templates of sp_core.conversation.TEMPLATES, named here so that the config loads without it.
@@ -40,14 +40,9 @@ class PreprocessConfig:
     """Where data sets go; "" = $LLAVA_SP_HOME/data."""
     name: str = ""
     """A name for the data set, for data=<name> in training (the catalog in output_dir)."""
-    image_aspect: AspectMode = DEFAULT_ASPECT
-    """pad (LLaVA-1.5's expand2square) or square (CLIP's centre crop)."""
-    image_resize: ResizeBackend = DEFAULT_RESIZE
-    """pil: Pillow's bicubic, as CLIPImageProcessorPil and the official LLaVA-1.5 data; torch: torchvision's, as
-    transformers' default CLIPImageProcessor (1-2 uint8 levels apart on under 1% of pixels)."""
-    image_decoding: ImageDecoding = DEFAULT_DECODING
-    """llava: Pillow's convert("RGB") as the official loader (EXIF ignored, alpha dropped, 16-bit clipped); display:
-    as a viewer shows it (EXIF orientation, transparency on white, 16-bit rescaled)."""
+    image_aspect: ImageAspectOption = DEFAULT_ASPECT
+    image_resize: ImageResizeOption = DEFAULT_RESIZE
+    image_decoding: ImageDecodingOption = DEFAULT_DECODING
     strip_turns: bool = False
     """false: as the official code, only the <image> turn is stripped of surrounding whitespace; true: every turn."""
     image_identity: ImageIdentity = "stat"

@@ -15,9 +15,9 @@ from sp_core.image_options import (
     DEFAULT_ASPECT,
     DEFAULT_DECODING,
     DEFAULT_RESIZE,
-    AspectMode,
-    ImageDecoding,
-    ResizeBackend,
+    ImageAspectOption,
+    ImageDecodingOption,
+    ImageResizeOption,
 )
 
 
@@ -81,13 +81,9 @@ class EvaluateConfig:
     """GPUs per actor (fractions share one)."""
     models_at_once: PositiveInt = 1
     """Models answering side by side, each with its own actor pool (1: one after another)."""
-    image_aspect: AspectMode = DEFAULT_ASPECT
-    """As in training: pad (LLaVA-1.5's expand2square) or square (CLIP's centre crop)."""
-    image_resize: ResizeBackend = DEFAULT_RESIZE
-    """As in training: pil (Pillow's bicubic, as the official code) or torch (torchvision's)."""
-    image_decoding: ImageDecoding = DEFAULT_DECODING
-    """As in training: llava (Pillow's convert("RGB"), as the official loader) or display (EXIF-rotated, alpha on
-    white)."""
+    image_aspect: ImageAspectOption = DEFAULT_ASPECT
+    image_resize: ImageResizeOption = DEFAULT_RESIZE
+    image_decoding: ImageDecodingOption = DEFAULT_DECODING
     deploy: bool = False
     """Deploy the local models with the project's Serve app (num_actors replicas of cpus/gpus_per_actor each) for the
     evaluation, ask them through its HTTP endpoint on 127.0.0.1:serve_port, and remove the app at the end."""

@@ -19,9 +19,9 @@ from sp_core.image_options import (
     DEFAULT_DECODING,
     DEFAULT_MAX_PIXELS,
     DEFAULT_RESIZE,
-    AspectMode,
-    ImageDecoding,
-    ResizeBackend,
+    ImageAspectOption,
+    ImageDecodingOption,
+    ImageResizeOption,
 )
 
 
@@ -90,13 +90,9 @@ class ServeConfig:
     """Fetch http(s) image URLs (never private addresses); off: only data: URLs."""
     remote_image_timeout_s: float = 10.0
     """Seconds to fetch one remote image."""
-    image_aspect: AspectMode = DEFAULT_ASPECT
-    """As in training: pad (LLaVA-1.5's expand2square) or square (CLIP's centre crop)."""
-    image_resize: ResizeBackend = DEFAULT_RESIZE
-    """As in training: pil (Pillow's bicubic, as the official code) or torch (torchvision's)."""
-    image_decoding: ImageDecoding = DEFAULT_DECODING
-    """As in training: llava (Pillow's convert("RGB"), as the official loader) or display (EXIF-rotated, alpha on
-    white)."""
+    image_aspect: ImageAspectOption = DEFAULT_ASPECT
+    image_resize: ImageResizeOption = DEFAULT_RESIZE
+    image_decoding: ImageDecodingOption = DEFAULT_DECODING
 
     # Authentication: clients send "Authorization: Bearer <key>".
     api_key_file: str = ""
