@@ -44,7 +44,10 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
     """`values` (a dict, e.g. Serve application args) is the base instead of a YAML file."""
     values = copy.deepcopy(values) if values is not None else {}
     if path is not None:
-        loaded = yaml.safe_load(Path(path).read_text())
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path} is not valid YAML: {error}") from error
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of option: value")
         values = loaded or {}
@@ -54,7 +57,12 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
         if not separator or not key.strip():
             problems.append(f"override {override!r} is not key=value")
             continue
-        problem = _set_path(schema, values, key.strip().split("."), yaml.safe_load(raw) if raw.strip() else "")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as error:
+            problems.append(f"override {override!r}: the value is not valid YAML ({' '.join(str(error).split())})")
+            continue
+        problem = _set_path(schema, values, key.strip().split("."), value)
         if problem:
             problems.append(problem)
     try:

@@ -77,6 +77,14 @@ def test_every_problem_is_reported_at_once_naming_the_option_and_the_value():
         assert fragment in message, message
 
 
+def test_a_value_or_file_that_is_not_yaml_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"override 'items=\[\{name: a': the value is not valid YAML"):
+        load_config(Outer, None, ["items=[{name: a"])
+    (tmp_path / "bad.yaml").write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml is not valid YAML"):
+        load_config(Outer, tmp_path / "bad.yaml")
+
+
 def test_a_schemas_own_check_reports_in_its_words():
     with pytest.raises(ConfigError, match="limit=-1 must be >= 0"):
         load_config(Outer, None, ["limit=-1"])
