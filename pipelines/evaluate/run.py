@@ -258,9 +258,9 @@ def _evaluate_benchmark(name: str, benchmark_files: BenchmarkFiles, model: EvalM
     metrics = {**metrics, "eval_errors": summary.errors}
     if answerer.endpoint is not None:
         metrics["eval_retries"] = summary.retries
-    summary = ", ".join(f"{key} {value:.4g}" for key, value in metrics.items()
-                        if "/" not in key and isinstance(value, (int, float)))  # the per-category ones: in MLflow
-    logger.info("%s on %s: %s", model.name, name, summary)
+    headline = ", ".join(f"{key} {value:.4g}" for key, value in metrics.items()
+                         if "/" not in key and isinstance(value, (int, float)))  # the per-category ones: in MLflow
+    logger.info("%s on %s: %s", model.name, name, headline)
     client.log_batch(run_id, metrics=_mlflow_metrics(name, metrics))
     (out_dir / "scores.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     client.log_artifact(run_id, str(summary.answers_path), f"predictions/{name}")

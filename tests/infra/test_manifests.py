@@ -141,7 +141,8 @@ def training_configs() -> list[Path]:
 def test_every_cluster_file_is_known_and_checked():
     found = {str(path.relative_to(INFRA)) for path in INFRA.rglob("*.yaml")
              if path.relative_to(INFRA).parts[0] != "configs"}  # job configs: tests/pipelines/test_config.py
-    expected = {"cluster.yaml", "runtime_env.yaml", *(f"kuberay/{name}" for name in KINDS)}
+    expected = {"cluster.yaml", "runtime_env.yaml", *(f"kuberay/{name}" for name in KINDS),
+                "logging/ray-data-quiet.yaml"}  # checked by tests/pipelines/test_output.py
     assert found == expected, "a YAML under infra/ that nothing checks (add it to KINDS), or a missing one"
 
 
