@@ -40,8 +40,9 @@ class TrainingProgress:
         if not history:
             return
         last = max(history, key=lambda metric: metric.step)
-        self.bar.update(last.step + 1 - self.bar.n)
-        self.bar.set_postfix(loss=f"{last.value:.4f}", refresh=True)
+        self.bar.set_postfix(loss=f"{last.value:.4f}", refresh=False)  # one refresh per poll: steps and loss
+        self.bar.n = last.step + 1
+        self.bar.refresh()
 
     def _follow(self) -> None:
         while not self._stop.wait(self.poll_s):
