@@ -43,13 +43,3 @@ def decoding_problem(decoding: str) -> str | None:
     if decoding in IMAGE_DECODINGS:
         return None
     return f"image_decoding={decoding!r}; allowed: {', '.join(IMAGE_DECODINGS)}"
-
-
-def image_option_problems(aspect: str, resize: str, decoding: str = DEFAULT_DECODING) -> list[str]:
-    """What is wrong with a config's image_aspect / image_resize / image_decoding, one message per bad value."""
-    problems = [decoding_problem(decoding)] if decoding_problem(decoding) else []
-    if aspect not in ASPECT_MODES:
-        problems.append(f"image_aspect={aspect!r}; allowed: {', '.join(ASPECT_MODES)}")
-    if resize not in RESIZE_BACKENDS:
-        problems.append(f"image_resize={resize!r}; allowed: {', '.join(RESIZE_BACKENDS)}")
-    return problems

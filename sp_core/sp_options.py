@@ -49,4 +49,3 @@ class SPOptions:
 
 SP_OPTION_FIELDS: tuple[str, ...] = tuple(SPOptions.__dataclass_fields__)
 SP_VARIANTS: tuple[str, ...] = get_args(get_args(SPVariant)[0])
-SP_EXTRACTORS: tuple[str, ...] = get_args(get_args(SPExtractor)[0])

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -24,7 +24,6 @@ import pyarrow.fs as pafs
 from pipelines.data.storage import UnsafeImagePath, resolve, safe_join
 
 ImageIdentity = Literal["stat", "content"]
-IMAGE_IDENTITIES: tuple[str, ...] = get_args(ImageIdentity)
 MISSING = "missing"
 SIGNATURE_SCHEMA = pa.schema([("source", pa.string()), ("row", pa.int64()), ("signature", pa.string())])
 

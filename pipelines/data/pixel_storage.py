@@ -14,7 +14,7 @@ import io
 from typing import Literal, get_args
 
 import numpy as np
-from PIL import Image, features
+from PIL import Image
 
 PixelStorage = Literal["webp", "raw"]
 PIXEL_STORAGES: tuple[str, ...] = get_args(PixelStorage)
@@ -27,15 +27,6 @@ WEBP_OPTIONS = {"lossless": True, "method": 2, "quality": 0}
 
 class CropDecodeError(ValueError):
     """A stored crop does not decode to the size its row says."""
-
-
-def storage_problem(storage: str) -> str | None:
-    """What is wrong with a config's pixel_storage value, or None."""
-    if storage not in PIXEL_STORAGES:
-        return f"pixel_storage={storage!r}; allowed: {', '.join(PIXEL_STORAGES)}"
-    if storage == "webp" and not features.check("webp"):
-        return "pixel_storage=webp: this Pillow was built without WebP support; use pixel_storage=raw"
-    return None
 
 
 def encode_crop(crop: np.ndarray, storage: PixelStorage) -> bytes:

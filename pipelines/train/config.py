@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import field
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Literal
 
 from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
 from pydantic.dataclasses import dataclass
@@ -18,9 +18,7 @@ from sp_core.lora_targets import LANGUAGE_MODEL_LORA_TARGETS
 from sp_core.sp_options import SP_VARIANTS
 
 Stage = Literal["pretrain", "finetune"]
-STAGES: tuple[str, ...] = get_args(Stage)
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
-PRECISIONS: tuple[str, ...] = get_args(Precision)
 # The learning-rate schedules after the linear warmup, by transformers' names for them.
 LR_SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
 ZeroStage = Literal[2, 3]  # infra/deepspeed/zero{stage}.json
