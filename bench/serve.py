@@ -12,7 +12,8 @@
     ignored so every variant decodes the same number of tokens), interleaved, median of the repeats.
 (3) --load-clients concurrent clients for --load-seconds on loopback against the batched app: errors and latency.
 (4) the latency of a 4-token request sent 0.3 s after eight 256-token ones, against the same request alone.
-(5) requests/s of --clients concurrent streamed requests against as many non-streamed ones.
+(5) requests/s of --clients concurrent streamed requests against as many non-streamed ones, with the model's
+    replicas taking HTTP themselves (one model: the default) and behind a separate ingress (several models).
 
 Everything on a local Ray and the real HTTP endpoint on 127.0.0.1; the numbers print, nothing is asserted.
 """
@@ -269,14 +270,15 @@ def main() -> None:
     ceiling = in_process_batching(directories["sp-cropping"], args.clients, args.max_tokens)
     log(f"in-process batching ratios (image, text): {ceiling}")
 
-    # Logical CPUs: two apps (ingress 0.5 + model 1 each) stay deployed while the rounds alternate between them.
+    # Logical CPUs: three apps (a model 1 each, the separate ingress 0.5) stay deployed while the rounds alternate.
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     source = str(directories["sp-cropping"])
-    for name, batch in (("batched", args.clients), ("unbatched", 1)):
+    for name, batch, separate in (("batched", args.clients, False), ("unbatched", 1, False),
+                                  ("separate", args.clients, True)):
         config = ServeConfig(models=[ModelSpec(name=name, source=source)], max_batch_size=batch,
                              max_waiting=max(args.clients, args.load_clients), app_name=name, route_prefix="/",
-                             port=PORT)
+                             port=PORT, separate_ingress=separate)
         serve.run(build_app(config), name=name, route_prefix=f"/{name}", blocking=False)
 
     global URL
@@ -296,6 +298,10 @@ def main() -> None:
     log(f"short request alone / under eight long ones (s): {latency}")
     streams = asyncio.run(streams_against_plain("batched", args.clients, args.max_tokens))
     log(f"streamed / non-streamed req/s: {streams}")
+    URL = f"{base}/separate"
+    separate = asyncio.run(streams_against_plain("separate", args.clients, args.max_tokens))
+    log(f"behind a separate ingress, streamed / non-streamed req/s: {separate}")
+    URL = f"{base}/batched"
     load = asyncio.run(load_run("batched", args.load_clients, args.load_seconds, args.max_tokens))
     serve.shutdown()
     ray.shutdown()
@@ -318,7 +324,8 @@ def main() -> None:
     print(f"(4) a 4-token request sent 0.3 s after eight 256-token requests: {latency[1] * 1000:.0f} ms, alone "
           f"{latency[0] * 1000:.0f} ms, ratio {latency[1] / latency[0]:.2f} (goal <= 1.5)")
     print(f"(5) {args.clients} concurrent streamed text chats x {args.max_tokens} tokens {streams[0]:.1f} req/s, "
-          f"non-streamed {streams[1]:.1f} req/s, ratio {streams[0] / streams[1]:.2f} (goal >= 0.9)")
+          f"non-streamed {streams[1]:.1f} req/s, ratio {streams[0] / streams[1]:.2f} (goal >= 0.9); behind a "
+          f"separate ingress {separate[0]:.1f} / {separate[1]:.1f} req/s, ratio {separate[0] / separate[1]:.2f}")
     print(f"(3) load: {args.load_clients} clients x {args.load_seconds:.0f} s: {load['requests']} requests, "
           f"{load['errors']} errors {load['error_kinds'] or ''}, {load['requests_per_s']:.1f} req/s, "
           f"p50 {load['p50_s'] * 1000:.0f} ms, p99 {load['p99_s'] * 1000:.0f} ms (goal: 0 errors)")

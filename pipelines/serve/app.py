@@ -3,13 +3,17 @@
     python jobs/serve.py                      # the embedded tiny model on http://127.0.0.1:8000
     serve run pipelines.serve.app:build_app   # the same app from Serve's CLI (args: a ServeConfig dict)
 
-Two kinds of deployment:
+Two parts:
 
-- `LlavaSPModelServer`, one per served model (its own replicas / autoscaling): holds an `LlavaSPGenerator` and its
-  continuous-batching engine (sp_core/engine.py): requests, streamed or not, join the running batch between
-  decode steps and leave it when done or when their client goes away; a full replica answers 429.
+- `ModelServer`, one per served model: holds an `LlavaSPGenerator` and its continuous-batching engine
+  (sp_core/engine.py): requests, streamed or not, join the running batch between decode steps and leave it when
+  done or when their client goes away; a full replica answers 429.
 - `LlavaSPIngress`, the FastAPI ingress: authentication, request validation and image decoding (every client
   mistake is a 4xx OpenAI-style error before any model work), routing by the "model" field, SSE streaming.
+
+With one model the ingress holds its ModelServer in the same replica: a request and each streamed piece cross no
+Ray hop between them (as Ray Serve LLM's direct streaming). With several models, or `separate_ingress`, each
+ModelServer is a deployment of its own (its replicas, its autoscaling) behind one ingress deployment.
 
 Routes: POST /v1/chat/completions, GET /v1/models, GET /healthz.
 """
@@ -22,7 +26,7 @@ import hmac
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import torch
@@ -89,23 +93,24 @@ class StreamPiece:
     end: GenerationResult | dict[str, Any] | None = None
 
 
-@serve.deployment(health_check_period_s=5, health_check_timeout_s=30, max_ongoing_requests=256)
-class LlavaSPModelServer:
+class ModelServer:
     """One model: prepares requests and hands them to its continuous-batching engine, which decodes them in a
     thread of its own while this replica's event loop keeps taking requests."""
 
-    def __init__(self, spec: dict[str, Any], limits: dict[str, int], image_aspect: str, max_images_per_request: int,
-                 image_resize: str, stream_interval_s: float):
+    def __init__(self, spec: dict[str, Any], config: dict[str, Any]):
         self.spec = ModelSpec(**spec)
+        serving = ServeConfig(**config)
         directory = resolve_model_dir(self.spec.source, self.spec.variant, f"model {self.spec.name}")
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.generator = LlavaSPGenerator.from_pretrained(
-            directory, dtype=_dtype(self.spec.dtype, device), device=device, aspect=image_aspect,
-            max_images=max_images_per_request, resize=image_resize)
-        self.engine = GenerationEngine(self.generator, EngineLimits(**limits))
+            directory, dtype=_dtype(self.spec.dtype, device), device=device, aspect=serving.image_aspect,
+            max_images=serving.max_images_per_request, resize=serving.image_resize)
+        self.engine = GenerationEngine(self.generator, EngineLimits(
+            max_running=serving.max_batch_size, max_prefill_tokens=serving.max_prefill_tokens,
+            max_waiting=serving.max_waiting))
         self.engine.start()
-        self.metrics = ReplicaMetrics(self.spec.name)
-        self.stream_interval_s = stream_interval_s
+        self.metrics = ReplicaMetrics(self.spec.name, serve.get_replica_context().app_name)
+        self.stream_interval_s = serving.stream_interval_s
         logger.info("serving %s from %s on %s", self.spec.name, directory, device)
 
     def __del__(self) -> None:
@@ -203,6 +208,11 @@ class LlavaSPModelServer:
                 **self.metrics.summary()}
 
 
+# The deployment of a model served behind a separate ingress.
+ModelDeployment = serve.deployment(health_check_period_s=5, health_check_timeout_s=30,
+                                   max_ongoing_requests=256)(ModelServer)
+
+
 def _refusal(reason: str, message: str) -> dict[str, Any]:
     """How the model server reports a refused or failed request to the ingress: a value, so that the reason
     survives the trip through Ray unchanged."""
@@ -281,6 +291,9 @@ async def _sse_events(call: ChatCall, first: StreamPiece, stream: AsyncIterator[
         logger.exception("stream %s failed in generation", call.request_id)
         events.append(sse(APIError(500, f"generation failed ({type(error).__name__}); request id {call.request_id}",
                                    "internal_error", error_type="server_error").body()))
+    finally:
+        if isinstance(stream, AsyncGenerator):  # a model in this replica: its request leaves the batch now
+            await stream.aclose()  # (a model deployment's stream is cancelled by Serve when the client leaves)
     events.append(sse("[DONE]"))
     yield "".join(events)
 
@@ -303,9 +316,12 @@ def _body_too_large(size: str, limit: int) -> APIError:
 @serve.deployment(max_ongoing_requests=256)
 @serve.ingress(api)
 class LlavaSPIngress:
-    def __init__(self, models: dict[str, DeploymentHandle], config: dict[str, Any]):
-        self.models = models
+    def __init__(self, config: dict[str, Any], models: dict[str, DeploymentHandle] | None = None):
+        """models: the model deployments by name; None: serve config's one model from this replica."""
         self.config = ServeConfig(**config)
+        self.models: dict[str, DeploymentHandle | ModelServer] = (
+            models if models is not None else {self.config.models[0].name: ModelServer(
+                dataclasses.asdict(self.config.models[0]), config)})
         self.limits = ChatLimits(self.config.max_tokens_limit, self.config.default_max_tokens,
                                  self.config.max_images_per_request)
         self.created = int(time.time())
@@ -320,6 +336,13 @@ class LlavaSPIngress:
             problem = "missing" if not header else "wrong"
             raise APIError(401, f"{problem} API key: send 'Authorization: Bearer <key>' "
                            "(the key is configured on the server)", "invalid_api_key")
+
+    def stats(self) -> dict[str, Any]:
+        """The counts of the one model served in this replica (no separate ingress)."""
+        local = [model for model in self.models.values() if isinstance(model, ModelServer)]
+        if not local:
+            raise TypeError("this ingress serves its models through their own deployments: ask those")
+        return local[0].stats()
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, Any]:
@@ -339,16 +362,18 @@ class LlavaSPIngress:
         self._authorize(request)
         call = await self._parse(request)
         call.request_id = f"chatcmpl-{request_id}"
-        handle = self.models[call.model]
+        model = self.models[call.model]
         images = await asyncio.to_thread(self._decode_images, call.image_urls) if call.image_urls else []
         arguments = (call.turns, images, call.sampling, call.system, call.request_id)
         if call.stream:
-            stream = handle.options(stream=True).stream.remote(*arguments)
+            stream = (model.stream(*arguments) if isinstance(model, ModelServer)
+                      else model.options(stream=True).stream.remote(*arguments))
             first = await stream.__anext__()  # a refused request still gets a 4xx, not a 200 stream
             _raise_if_refused(first.end, request_id)
             return StreamingResponse(_sse_events(call, first, stream), media_type="text/event-stream")
         try:
-            answer = await handle.chat.remote(*arguments)
+            answer = await (model.chat(*arguments) if isinstance(model, ModelServer)
+                            else model.chat.remote(*arguments))
         except Exception as error:
             logger.exception("request %s failed in generation", request_id)
             raise APIError(500, f"generation failed ({type(error).__name__}); request id {request_id}",
@@ -401,27 +426,33 @@ def build_app(args: dict[str, Any] | ServeConfig | None = None) -> serve.Applica
     config = args if isinstance(args, ServeConfig) else _config_from_args(args or {})
     # Only ServeConfig's own fields travel to the replicas (a job may extend it with its own options).
     config = ServeConfig(**{field.name: getattr(config, field.name) for field in dataclasses.fields(ServeConfig)})
-    models = {}
-    for spec in config.models:
-        if not spec.source:
-            # Build the embedded model once, here, rather than racing to write it from every replica.
-            spec = dataclasses.replace(spec, source=str(resolve_model_dir("", spec.variant, spec.name)))
-        options: dict[str, Any] = {
-            "name": f"model-{spec.name}",
-            "ray_actor_options": {"num_cpus": spec.cpus_per_replica, "num_gpus": spec.gpus_per_replica},
-        }
-        if spec.num_replicas == "auto":
-            options["autoscaling_config"] = {"min_replicas": spec.min_replicas, "max_replicas": spec.max_replicas,
-                                             "target_ongoing_requests": config.max_batch_size}
-        else:
-            options["num_replicas"] = spec.num_replicas
-        limits = {"max_running": config.max_batch_size, "max_prefill_tokens": config.max_prefill_tokens,
-                  "max_waiting": config.max_waiting}
-        models[spec.name] = LlavaSPModelServer.options(**options).bind(
-            dataclasses.asdict(spec), limits, config.image_aspect, config.max_images_per_request, config.image_resize,
-            config.stream_interval_s)
+    # Build an embedded model once, here, rather than racing to write it from every replica.
+    config = dataclasses.replace(config, models=[
+        spec if spec.source else dataclasses.replace(spec, source=str(resolve_model_dir("", spec.variant, spec.name)))
+        for spec in config.models])
+    if len(config.models) == 1 and not config.separate_ingress:
+        # The model's replicas take the HTTP requests themselves, with the model's replicas and health checks.
+        return LlavaSPIngress.options(**_model_options(config.models[0], config), health_check_period_s=5,
+                                      health_check_timeout_s=30).bind(dataclasses.asdict(config))
+    models = {spec.name: ModelDeployment.options(**_model_options(spec, config)).bind(dataclasses.asdict(spec),
+                                                                                     dataclasses.asdict(config))
+              for spec in config.models}
     return LlavaSPIngress.options(name="ingress", ray_actor_options={"num_cpus": config.ingress_cpus}).bind(
-        models, dataclasses.asdict(config))
+        dataclasses.asdict(config), models)
+
+
+def _model_options(spec: ModelSpec, config: ServeConfig) -> dict[str, Any]:
+    """The deployment options of a model: its name, resources and replicas (or their autoscaling)."""
+    options: dict[str, Any] = {
+        "name": f"model-{spec.name}",
+        "ray_actor_options": {"num_cpus": spec.cpus_per_replica, "num_gpus": spec.gpus_per_replica},
+    }
+    if spec.num_replicas == "auto":
+        options["autoscaling_config"] = {"min_replicas": spec.min_replicas, "max_replicas": spec.max_replicas,
+                                         "target_ongoing_requests": config.max_batch_size}
+    else:
+        options["num_replicas"] = spec.num_replicas
+    return options
 
 
 def _config_from_args(args: dict[str, Any]) -> ServeConfig:

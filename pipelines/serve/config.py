@@ -58,8 +58,12 @@ class ServeConfig:
     """The HTTP port."""
     app_name: str = "llava-sp"
     """The Serve application's name."""
+    separate_ingress: bool = False
+    """Take HTTP requests (validation, image decoding) in a deployment of their own, in front of the model
+    deployments. Several models always have one, routing by "model"; one model is otherwise served by its own
+    replicas, one Ray hop less per request and per streamed piece."""
     ingress_cpus: float = 0.5
-    """CPUs of the HTTP ingress (validation, image decoding); the model replicas' are in models.N."""
+    """CPUs of the separate ingress; the model replicas' are in models.N."""
     route_prefix: str = "/"
     """The URL path the OpenAI routes hang under."""
 

@@ -1,5 +1,5 @@
 """The numbers a serving team watches, as Ray metrics: Ray exports them on its Prometheus endpoint, where Ray's
-dashboard and Grafana read them. Every metric is tagged with the served model's name.
+dashboard and Grafana read them. Every metric is tagged with the served model's name and its Serve application.
 
 - llava_sp_time_to_first_token_s, llava_sp_time_per_output_token_s, llava_sp_queue_time_s: histograms per request
   (queue time: submitted until its prefill started);
@@ -19,14 +19,14 @@ from ray.util.metrics import Counter, Gauge, Histogram
 from sp_core.engine import EngineRequest
 
 LATENCY_BOUNDARIES_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
-TAG_KEYS = ("model",)
+TAG_KEYS = ("model", "application")
 
 
 class ReplicaMetrics:
     """Records each finished request and the replica's load."""
 
-    def __init__(self, model: str):
-        self.tags = {"model": model}
+    def __init__(self, model: str, application: str):
+        self.tags = {"model": model, "application": application}
         self.time_to_first_token = Histogram("llava_sp_time_to_first_token_s", "submitted -> first token",
                                              LATENCY_BOUNDARIES_S, TAG_KEYS)
         self.time_per_output_token = Histogram("llava_sp_time_per_output_token_s", "decode time per token after "

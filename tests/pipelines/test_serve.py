@@ -44,11 +44,11 @@ def _chat(model: str = "sp-cropping", text: str = "What colour is the shape?", i
     return {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": 6, **extra}
 
 
-def _post(body, headers=AUTH, **kwargs) -> httpx.Response:
+def _post(body, headers=AUTH, url: str = URL, **kwargs) -> httpx.Response:
     if isinstance(body, (bytes, str)):
         headers = {"content-type": "application/json", **headers}
-        return httpx.post(f"{URL}/v1/chat/completions", content=body, headers=headers, timeout=60, **kwargs)
-    return httpx.post(f"{URL}/v1/chat/completions", json=body, headers=headers, timeout=60, **kwargs)
+        return httpx.post(f"{url}/v1/chat/completions", content=body, headers=headers, timeout=60, **kwargs)
+    return httpx.post(f"{url}/v1/chat/completions", json=body, headers=headers, timeout=60, **kwargs)
 
 
 def _local_answer(model_dir, text: str, image: bytes | None, max_new_tokens: int = 6) -> str:
@@ -80,9 +80,51 @@ def served(ray_session, tmp_path_factory):
         max_image_bytes=300_000, max_image_pixels=1_000_000, max_request_bytes=2_000_000, api_key_file=str(root / "key"),
     )
     assert deploy(config) == URL
-    yield {"cropping": cropping, "pooling": pooling}
+    yield {"cropping": cropping, "pooling": pooling, "key": str(root / "key")}
     serve.delete("test-serve")
     serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def alone(served):
+    """sp-cropping served alone, as jobs/serve.py serves one model: its replicas take HTTP themselves."""
+    from ray import serve
+
+    from pipelines.serve.config import ModelSpec, ServeConfig
+    from pipelines.serve.job import deploy
+
+    config = ServeConfig(models=[ModelSpec(name="sp-cropping", source=str(served["cropping"]), cpus_per_replica=0.5)],
+                         port=PORT, app_name="test-serve-alone", route_prefix="/alone", max_batch_size=8,
+                         max_tokens_limit=64, default_max_tokens=16, stream_interval_s=0.0, max_image_bytes=300_000,
+                         max_image_pixels=1_000_000, api_key_file=served["key"])
+    assert deploy(config) == f"{URL}/alone"
+    yield
+    serve.delete("test-serve-alone")
+
+
+@pytest.fixture(params=["separate ingress", "in the model's replicas"])
+def layout(request, served) -> tuple[str, str]:
+    """Where HTTP is taken, as (base URL, Serve app holding the model-sp-cropping deployment)."""
+    if request.param == "separate ingress":
+        return URL, "test-serve"
+    request.getfixturevalue("alone")
+    return f"{URL}/alone", "test-serve-alone"
+
+
+def test_one_model_is_served_without_a_separate_ingress(served, alone):
+    from ray import serve
+
+    applications = serve.status().applications
+    assert sorted(applications["test-serve-alone"].deployments) == ["model-sp-cropping"]
+    assert sorted(applications["test-serve"].deployments) == ["ingress", "model-corrupt", "model-sp-cropping",
+                                                              "model-sp-pooling"]
+    health = httpx.get(f"{URL}/alone/healthz", timeout=10)
+    assert health.status_code == 200 and health.json()["models"] == ["sp-cropping"]
+    image = _png(3)
+    answer = _post(_chat(image=image), url=f"{URL}/alone").json()["choices"][0]["message"]["content"]
+    assert answer == _local_answer(served["cropping"], "What colour is the shape?", image)
+    refused = _post(_chat(max_tokens=65), url=f"{URL}/alone")
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "max_tokens"
 
 
 def _save_corrupt_model(directory):
@@ -126,9 +168,10 @@ def test_the_model_field_routes_to_that_variant(served):
     assert cropping != pooling
 
 
-def test_streaming_sends_openai_chunks_that_join_to_the_answer(served):
+def test_streaming_sends_openai_chunks_that_join_to_the_answer(layout):
+    url, _ = layout
     body = _chat(image=_png(5), stream=True, stream_options={"include_usage": True})
-    with httpx.stream("POST", f"{URL}/v1/chat/completions", json=body, headers=AUTH, timeout=60) as response:
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, headers=AUTH, timeout=60) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         events = [line[len("data: "):] for line in response.iter_lines() if line.startswith("data: ")]
@@ -140,20 +183,21 @@ def test_streaming_sends_openai_chunks_that_join_to_the_answer(served):
     assert len([piece for piece in pieces if piece]) >= 2
     assert chunks[-2]["choices"][0]["finish_reason"] == "length"
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 6
-    whole = _post({**body, "stream": False}).json()["choices"][0]["message"]["content"]
+    whole = _post({**body, "stream": False}, url=url).json()["choices"][0]["message"]["content"]
     assert "".join(pieces) == whole
 
 
-def test_concurrent_requests_are_batched(served):
+def test_concurrent_requests_are_batched(layout):
     from ray import serve
 
-    handle = serve.get_deployment_handle("model-sp-cropping", "test-serve")
+    url, app = layout
+    handle = serve.get_deployment_handle("model-sp-cropping", app)
     before = handle.stats.remote().result()
     bodies = [_chat(text=f"How many shapes are there? {index}", max_tokens=3) for index in range(16)]
 
     async def send_all():
         async with httpx.AsyncClient(timeout=120, headers=AUTH) as client:
-            return await asyncio.gather(*(client.post(f"{URL}/v1/chat/completions", json=body) for body in bodies))
+            return await asyncio.gather(*(client.post(f"{url}/v1/chat/completions", json=body) for body in bodies))
 
     responses = asyncio.run(send_all())
     assert [response.status_code for response in responses] == [200] * 16
@@ -162,7 +206,7 @@ def test_concurrent_requests_are_batched(served):
     assert after["largest_batch"] > 1 and after["running"] == after["waiting"] == 0  # decoded together, all left
     assert after["forwards"] - before["forwards"] < 16 * 3  # 3 tokens each: unbatched would be 48 forwards
     # Batching does not change answers: the last request alone gives the same text.
-    alone = _post(bodies[-1]).json()["choices"][0]["message"]["content"]
+    alone = _post(bodies[-1], url=url).json()["choices"][0]["message"]["content"]
     assert responses[-1].json()["choices"][0]["message"]["content"] == alone
 
 
@@ -274,19 +318,20 @@ def test_only_json_bodies_of_bounded_size_are_read(served):
     assert _post(_chat(max_tokens=1)).status_code == 200
 
 
-def test_a_client_that_goes_away_mid_stream_leaves_the_batch_and_latencies_are_recorded(served):
+def test_a_client_that_goes_away_mid_stream_leaves_the_batch_and_latencies_are_recorded(layout):
     from ray import serve
 
-    handle = serve.get_deployment_handle("model-sp-cropping", "test-serve")
+    url, app = layout
+    handle = serve.get_deployment_handle("model-sp-cropping", app)
     before = handle.stats.remote().result()["outcomes"]
 
     async def leave_mid_stream():
         async with httpx.AsyncClient(timeout=120, headers=AUTH) as client:
             # Batch-mates that keep the replica decoding, so the stream is still running when its client leaves.
-            mates = [asyncio.ensure_future(client.post(f"{URL}/v1/chat/completions", json=_chat(
+            mates = [asyncio.ensure_future(client.post(f"{url}/v1/chat/completions", json=_chat(
                 text=f"Describe everything. {index}", image=_png(index), max_tokens=64))) for index in range(6)]
             body = _chat(text="Describe everything.", image=_png(9), max_tokens=64, stream=True)
-            async with client.stream("POST", f"{URL}/v1/chat/completions", json=body) as response:
+            async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
                 lines = 0
                 async for _ in response.aiter_lines():
                     lines += 1
@@ -306,7 +351,7 @@ def test_a_client_that_goes_away_mid_stream_leaves_the_batch_and_latencies_are_r
     latest = stats["latest"]
     assert latest["time_to_first_token_s"] > 0 and latest["queue_time_s"] >= 0
     assert 0 < latest["time_per_output_token_s"] < 10
-    assert _post(_chat(max_tokens=2)).status_code == 200
+    assert _post(_chat(max_tokens=2), url=url).status_code == 200
 
 
 def test_unknown_route_is_a_json_404(served):
@@ -367,7 +412,7 @@ def test_the_serving_metrics_reach_rays_prometheus_endpoint_and_the_logs_name_th
     deadline, exported = time.monotonic() + 60, {}
     while time.monotonic() < deadline:  # Ray reports metrics every few seconds
         outcomes = handle.stats.remote().result()["outcomes"]
-        exported = _exported_requests(httpx.get(url, timeout=10).text, "sp-cropping")
+        exported = _exported_requests(httpx.get(url, timeout=10).text, "sp-cropping", "test-serve")
         if exported == outcomes:
             break
         time.sleep(1)
@@ -376,17 +421,19 @@ def test_the_serving_metrics_reach_rays_prometheus_endpoint_and_the_logs_name_th
     for name in ("time_to_first_token_s_bucket", "time_per_output_token_s_bucket", "queue_time_s_bucket",
                  "completion_tokens_total", "running_requests", "waiting_requests"):
         assert any(line.startswith(f"ray_llava_sp_{name}{{") and 'model="sp-cropping"' in line
+                   and 'application="test-serve"' in line
                    for line in text.splitlines()), name
     logs = "".join(Path(path).read_text() for path in glob.glob("/tmp/ray/session_latest/logs/serve/"
                                                                  "replica_test-serve_model-sp-cropping_*.log"))
     assert f"request chatcmpl-{request_id}: length after 3 tokens" in logs
 
 
-def _exported_requests(metrics: str, model: str) -> dict[str, int]:
-    """llava_sp_requests by outcome for one model, from Prometheus' text format."""
+def _exported_requests(metrics: str, model: str, application: str) -> dict[str, int]:
+    """llava_sp_requests by outcome for one model of one Serve application, from Prometheus' text format."""
     counts: dict[str, int] = {}
     for line in metrics.splitlines():
-        if line.startswith("ray_llava_sp_requests_total{") and f'model="{model}"' in line:
+        if (line.startswith("ray_llava_sp_requests_total{") and f'model="{model}"' in line
+                and f'application="{application}"' in line):
             outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
             counts[outcome] = counts.get(outcome, 0) + int(float(line.rsplit(" ", 1)[1]))
     return counts
