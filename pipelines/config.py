@@ -132,16 +132,19 @@ def _default_of(schema: type, keys: list[str]) -> Any:
 
 
 def _defaults(schema: type) -> dict[str, Any]:
-    result = {}
-    for field in dataclasses.fields(schema):
-        if field.default is not dataclasses.MISSING:
-            result[field.name] = field.default
-        elif field.default_factory is not dataclasses.MISSING:
-            default = field.default_factory()
-            result[field.name] = dataclasses.asdict(default) if dataclasses.is_dataclass(default) else (
-                [dataclasses.asdict(item) if dataclasses.is_dataclass(item) else item for item in default]
-                if isinstance(default, list) else default)
-    return result
+    defaults = {field.name: plain_default(field) for field in dataclasses.fields(schema)}
+    return {name: value for name, value in defaults.items() if value is not dataclasses.MISSING}
+
+
+def plain_default(field: dataclasses.Field) -> Any:
+    """A config field's default as plain data (dataclasses as dicts, also in lists), its factory called;
+    dataclasses.MISSING where it has none."""
+    default = field.default
+    if default is dataclasses.MISSING and field.default_factory is not dataclasses.MISSING:
+        default = field.default_factory()
+    if isinstance(default, list):
+        return [dataclasses.asdict(item) if dataclasses.is_dataclass(item) else item for item in default]
+    return dataclasses.asdict(default) if dataclasses.is_dataclass(default) else default
 
 
 def _describe(schema: type, detail: dict[str, Any]) -> str:

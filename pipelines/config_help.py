@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from pipelines.config import plain_default
+
 INDENT = "      "
 BOUNDS = (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("exclusiveMaximum", "<"))
 
@@ -65,8 +67,7 @@ def _factory_defaults(schema: type, prefix: str = "") -> dict[str, Any]:
     hints = typing.get_type_hints(schema, include_extras=False)
     for field in dataclasses.fields(schema):
         if field.default_factory is not dataclasses.MISSING:
-            value = field.default_factory()
-            defaults[f"{prefix}{field.name}"] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+            defaults[f"{prefix}{field.name}"] = plain_default(field)
         for candidate in (hints[field.name], *typing.get_args(hints[field.name])):
             if dataclasses.is_dataclass(candidate):
                 suffix = ".N." if typing.get_origin(hints[field.name]) is list else "."
