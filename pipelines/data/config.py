@@ -11,7 +11,11 @@ from pydantic.dataclasses import dataclass
 from pipelines.config import OPTIONS, StrList
 from pipelines.data.catalog import name_problem
 from pipelines.data.image_identity import ImageIdentity
-from pipelines.data.pixel_storage import DEFAULT_STORAGE, PixelStorage
+from pipelines.data.pixel_storage import (
+    DEFAULT_STORAGE,
+    PixelStorage,
+    unsupported_storage,
+)
 from sp_core.image_options import (
     DEFAULT_ASPECT,
     DEFAULT_DECODING,
@@ -69,6 +73,7 @@ class PreprocessConfig:
     """CPUs Ray reserves for each task."""
 
     def __post_init__(self) -> None:
-        problem = name_problem(self.name)
-        if problem:
-            raise ValueError(problem)
+        problems = [problem for problem in (name_problem(self.name), unsupported_storage(self.pixel_storage))
+                    if problem]
+        if problems:
+            raise ValueError("; ".join(problems))

@@ -14,7 +14,7 @@ import io
 from typing import Literal, get_args
 
 import numpy as np
-from PIL import Image
+from PIL import Image, features
 
 PixelStorage = Literal["webp", "raw"]
 PIXEL_STORAGES: tuple[str, ...] = get_args(PixelStorage)
@@ -23,6 +23,13 @@ DEFAULT_STORAGE: PixelStorage = "webp"
 # Lossless WebP's effort settings: files close to the smallest any setting makes, at a fraction of the slower
 # settings' encoding time (docs/benchmarks.md).
 WEBP_OPTIONS = {"lossless": True, "method": 2, "quality": 0}
+
+
+def unsupported_storage(storage: PixelStorage) -> str | None:
+    """Why this Pillow cannot write `storage`, or None (Pillow may be built without WebP)."""
+    if storage == "webp" and not features.check("webp"):
+        return "pixel_storage=webp: this Pillow was built without WebP support; use pixel_storage=raw"
+    return None
 
 
 class CropDecodeError(ValueError):

@@ -15,7 +15,9 @@ class TrainingProgress:
     """with TrainingProgress(uri, run_id, name, total_steps): trainer.fit()"""
 
     def __init__(self, uri: str, run_id: str, name: str, total_steps: int, poll_s: float = POLL_S):
-        self.uri, self.run_id, self.poll_s = uri, run_id, poll_s
+        from mlflow import MlflowClient
+
+        self.client, self.run_id, self.poll_s = MlflowClient(uri), run_id, poll_s
         self.bar = tqdm(total=total_steps, desc=name, unit="step", dynamic_ncols=True)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._follow, name=f"progress-{name}", daemon=True)
@@ -34,9 +36,7 @@ class TrainingProgress:
 
     def update(self) -> None:
         """Move the bar to the last logged step."""
-        from mlflow import MlflowClient
-
-        history = MlflowClient(self.uri).get_metric_history(self.run_id, "loss")
+        history = self.client.get_metric_history(self.run_id, "loss")
         if not history:
             return
         last = max(history, key=lambda metric: metric.step)

@@ -41,6 +41,17 @@ def test_a_crop_of_the_wrong_size_or_encoding_is_refused():
         PreprocessConfig(pixel_storage="png")
 
 
+def test_webp_storage_is_refused_at_configuration_by_a_pillow_without_webp(monkeypatch):
+    from PIL import features
+
+    assert PreprocessConfig().pixel_storage == "webp"  # this Pillow has WebP
+    real_check = features.check
+    monkeypatch.setattr(features, "check", lambda feature: feature != "webp" and real_check(feature))
+    with pytest.raises(ValueError, match="built without WebP support; use pixel_storage=raw"):
+        PreprocessConfig()
+    assert PreprocessConfig(pixel_storage="raw").pixel_storage == "raw"
+
+
 def test_the_training_reader_returns_plain_crops_for_every_encoding(tmp_path):
     crops = [photo_like(16, 16, seed) for seed in range(3)]
     rows = {
